@@ -1,0 +1,88 @@
+"""Datasets: NPZ or CSV uploads, checked and stored in a canonical NPZ form."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+
+from app.api.deps import SessionDep, SettingsDep
+from app.datafiles import DatasetRejected, parse_dataset
+from app.errors import PROBLEM_RESPONSES, InvalidInput, NotFound
+from app.models import Dataset, new_id
+from app.pagination import newest_first
+from app.schemas import DatasetPublic, Page
+from app.storage import store_file
+from app.uploads import received_file
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+@router.post("", status_code=201, response_model=DatasetPublic, responses=PROBLEM_RESPONSES)
+def upload_dataset(
+    session: SessionDep,
+    settings: SettingsDep,
+    file: Annotated[
+        UploadFile,
+        File(description="NPZ with `x` (N, ...) and optional integer `y` (N,), or CSV."),
+    ],
+    label_column: Annotated[
+        str | None,
+        Form(
+            description="CSV only: the column holding integer labels (default `label` if present; "
+            "without it the dataset is unlabeled).",
+        ),
+    ] = None,
+) -> Dataset:
+    filename = (file.filename or "dataset")[:255]
+    with received_file(file, settings.tmp_dir, settings.blob_chunk_bytes) as received:
+        out_dir = Path(tempfile.mkdtemp(dir=settings.tmp_dir, prefix="dataset-"))
+        try:
+            try:
+                parsed = parse_dataset(received.path, filename, out_dir, label_column)
+            except DatasetRejected as exc:
+                raise InvalidInput(exc.message, field=exc.field, code="dataset_invalid") from exc
+            blob = store_file(session, parsed.canonical_path, settings.blob_chunk_bytes)
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+    dataset = Dataset(
+        id=new_id("ds"),
+        filename=filename,
+        format=parsed.format,
+        blob_id=blob.id,
+        sha256=received.sha256,
+        bytes=received.bytes,
+        rows=parsed.rows,
+        feature_shape=list(parsed.feature_shape),
+        num_classes=parsed.num_classes,
+        labeled=parsed.labeled,
+        class_counts=(
+            {str(k): int(v) for k, v in parsed.class_counts.items()}
+            if parsed.class_counts is not None
+            else None
+        ),
+        label_column=label_column,
+    )
+    session.add(dataset)
+    session.flush()
+    return dataset
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic, responses=PROBLEM_RESPONSES)
+def get_dataset(dataset_id: str, session: SessionDep) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise NotFound(f"no dataset with id {dataset_id!r}", field="dataset_id")
+    return dataset
+
+
+@router.get("", response_model=Page[DatasetPublic])
+def list_datasets(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: str | None = None,
+) -> dict[str, Any]:
+    return newest_first(session, Dataset, limit, after)

@@ -1,0 +1,29 @@
+"""Request dependencies as Annotated aliases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends
+from sqlalchemy.orm import Session
+
+from app.db import get_sessionmaker
+from app.settings import Settings, get_settings
+
+
+def get_session() -> Iterator[Session]:
+    """One unit of work per request: committed when the route returns without error."""
+    session = get_sessionmaker()()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]

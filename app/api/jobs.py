@@ -1,0 +1,121 @@
+"""Jobs: submit, poll, list, cancel, and download what they produced."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from app.api.deps import SessionDep
+from app.db import session_scope
+from app.errors import PROBLEM_RESPONSES, NotFound, ServiceUnavailable
+from app.jobs import create_job, fail_job, job_public, request_cancel
+from app.models import Artifact, Blob, Job
+from app.pagination import newest_first
+from app.queue import publish_job
+from app.schemas import ArtifactPublic, JobCreate, JobPublic, Page
+from app.storage import iter_blob
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def _job(session: SessionDep, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}", field="job_id")
+    return job
+
+
+@router.post("", status_code=201, response_model=JobPublic, responses=PROBLEM_RESPONSES)
+def submit_job(body: JobCreate) -> dict[str, Any]:
+    # The job is committed before its message is sent, so a worker always finds the row.
+    with session_scope() as session:
+        job = create_job(session, body)
+    try:
+        publish_job(job.id)
+    except Exception as exc:
+        log.exception("could not publish job %s", job.id)
+        with session_scope() as session:
+            fail_job(session, job.id, "queue_unavailable", f"the job queue is unreachable: {exc}")
+        raise ServiceUnavailable(
+            "the job queue is unreachable; the job was not started, submit it again later"
+        ) from exc
+    with session_scope() as session:
+        return job_public(_job(session, job.id))
+
+
+@router.get("/{job_id}", response_model=JobPublic, responses=PROBLEM_RESPONSES)
+def get_job(job_id: str, session: SessionDep) -> dict[str, Any]:
+    return job_public(_job(session, job_id))
+
+
+@router.get("", response_model=Page[JobPublic], responses=PROBLEM_RESPONSES)
+def list_jobs(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[
+        str | None, Query(description="id of the last job of the previous page")
+    ] = None,
+    status: Annotated[str | None, Query(description="only jobs in this state")] = None,
+) -> dict[str, Any]:
+    where = Job.status == status if status else None
+    page = newest_first(session, Job, limit, after, where)
+    page["data"] = [job_public(job) for job in page["data"]]
+    return page
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses=PROBLEM_RESPONSES)
+def cancel_job(job_id: str, session: SessionDep) -> dict[str, Any]:
+    _job(session, job_id)
+    request_cancel(session, job_id)
+    session.flush()
+    session.expire_all()
+    return job_public(_job(session, job_id))
+
+
+@router.get("/{job_id}/artifacts", response_model=Page[ArtifactPublic], responses=PROBLEM_RESPONSES)
+def list_artifacts(job_id: str, session: SessionDep, request: Request) -> dict[str, Any]:
+    _job(session, job_id)
+    rows = session.scalars(
+        select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)
+    ).all()
+    data = [
+        {
+            "name": a.name,
+            "media_type": a.media_type,
+            "bytes": a.bytes,
+            "sha256": a.sha256,
+            "created_at": a.created_at,
+            "url": str(request.url_for("download_artifact", job_id=job_id, name=a.name)),
+        }
+        for a in rows
+    ]
+    return {"data": data, "has_more": False, "next_after": None}
+
+
+@router.get(
+    "/{job_id}/artifacts/{name}",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, **PROBLEM_RESPONSES},
+)
+def download_artifact(job_id: str, name: str, session: SessionDep) -> StreamingResponse:
+    _job(session, job_id)
+    artifact = session.get(Artifact, (job_id, name))
+    if artifact is None:
+        raise NotFound(f"job {job_id} has no artifact named {name!r}", field="name")
+    blob = session.get(Blob, artifact.blob_id)
+    if blob is None:
+        raise NotFound(f"the bytes of artifact {name!r} are missing", field="name")
+    return StreamingResponse(
+        iter_blob(blob.id, blob.chunk_count),
+        media_type=artifact.media_type,
+        headers={
+            "Content-Length": str(blob.size),
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "ETag": f'"{artifact.sha256}"',
+        },
+    )

@@ -1,0 +1,70 @@
+"""Teachers: upload a model, inspected in a subprocess, stored as a blob."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Query, UploadFile
+
+from app.api.deps import SessionDep, SettingsDep
+from app.errors import PROBLEM_RESPONSES, NotFound
+from app.inspection import inspect_teacher_file
+from app.models import Teacher, new_id
+from app.pagination import newest_first
+from app.schemas import Page, TeacherPublic
+from app.storage import store_file
+from app.uploads import received_file
+
+router = APIRouter(prefix="/v1/teachers", tags=["teachers"])
+
+
+@router.post("", status_code=201, response_model=TeacherPublic, responses=PROBLEM_RESPONSES)
+def upload_teacher(
+    session: SessionDep,
+    settings: SettingsDep,
+    file: Annotated[
+        UploadFile,
+        File(
+            description="An ONNX model, or a PyTorch program saved with torch.export.save "
+            "(.pt2). Pickles (torch.save) and bare state dicts are refused."
+        ),
+    ],
+) -> Teacher:
+    with received_file(file, settings.tmp_dir, settings.blob_chunk_bytes) as received:
+        found = inspect_teacher_file(received.path, settings.inspect_timeout_seconds)
+        blob = store_file(session, received.path, settings.blob_chunk_bytes)
+    teacher = Teacher(
+        id=new_id("tch"),
+        filename=(file.filename or "teacher")[:255],
+        status="ready",
+        format=found["format"],
+        blob_id=blob.id,
+        sha256=received.sha256,
+        bytes=received.bytes,
+        input_shape=list(found["input_shape"]),
+        num_classes=int(found["num_classes"]),
+        parameters=int(found["parameters"]),
+        output_name=str(found["output_name"]),
+        output_kind=found["output_kind"],
+        inspection=found,
+    )
+    session.add(teacher)
+    session.flush()
+    return teacher
+
+
+@router.get("/{teacher_id}", response_model=TeacherPublic, responses=PROBLEM_RESPONSES)
+def get_teacher(teacher_id: str, session: SessionDep) -> Teacher:
+    teacher = session.get(Teacher, teacher_id)
+    if teacher is None:
+        raise NotFound(f"no teacher with id {teacher_id!r}", field="teacher_id")
+    return teacher
+
+
+@router.get("", response_model=Page[TeacherPublic])
+def list_teachers(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: str | None = None,
+) -> dict[str, Any]:
+    return newest_first(session, Teacher, limit, after)

@@ -1,0 +1,134 @@
+"""`distillery`: run the service (serve, api, worker, migrate)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from app.settings import Settings, get_settings
+
+
+def _worker_command(settings: Settings, name: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--loglevel",
+        settings.log_level,
+        "--concurrency",
+        str(settings.worker_concurrency),
+        "--queues",
+        settings.queue_name,
+        "--hostname",
+        f"{name}@{socket.gethostname()}",
+        "--pool",
+        "prefork",
+    ]
+
+
+def _run_api(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        "app.main:app",
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=5,
+    )
+
+
+def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+    from app.migrate import upgrade_head
+
+    settings.ensure_dirs()
+    upgrade_head(settings.resolved_database_url)
+    print(f"database is at the newest schema: {_safe_url(settings.resolved_database_url)}")
+    return 0
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    settings.ensure_dirs()
+    _run_api(settings, args.host or settings.api_host, args.port or settings.api_port)
+    return 0
+
+
+def cmd_worker(settings: Settings, _: argparse.Namespace) -> int:
+    settings.ensure_dirs()
+    command = _worker_command(settings, "worker")
+    os.execv(command[0], command)
+    return 0  # unreachable: execv replaces this process
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """The embedded default: migrate, start one real Celery worker process, serve the API."""
+    from app.migrate import upgrade_head
+
+    settings.ensure_dirs()
+    upgrade_head(settings.resolved_database_url)
+    host = args.host or settings.api_host
+    port = args.port or settings.api_port
+    broker = (
+        f"filesystem broker in {settings.broker_folder}"
+        if settings.embedded_broker
+        else _safe_url(settings.resolved_broker_url)
+    )
+    print(
+        f"Distillery on http://{host}:{port} (API docs: http://{host}:{port}/docs)\n"
+        f"  database: {_safe_url(settings.resolved_database_url)}\n"
+        f"  broker:   {broker}\n"
+        f"  worker:   {settings.worker_concurrency} job(s) at a time",
+        flush=True,
+    )
+    worker = subprocess.Popen(_worker_command(settings, "embedded"))
+    try:
+        _run_api(settings, host, port)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    """A URL without its password, for printing."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distillery", description="Knowledge distillation as a service."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run API and a worker together (embedded default)")
+    api = sub.add_parser("api", help="run the HTTP API only")
+    for p in (serve, api):
+        p.add_argument("--host", default=None, help="bind address (DISTILLERY_API_HOST)")
+        p.add_argument("--port", type=int, default=None, help="port (DISTILLERY_API_PORT)")
+    sub.add_parser("worker", help="run a Celery worker that trains jobs")
+    sub.add_parser("migrate", help="bring the database schema to the newest revision")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"serve": cmd_serve, "api": cmd_api, "worker": cmd_worker, "migrate": cmd_migrate}
+    return handlers[args.command](get_settings(), args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

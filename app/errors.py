@@ -1,0 +1,146 @@
+"""Errors a user can cause: each type carries its status; one handler renders problem+json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with the fields to blame."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[FieldProblem] = []
+
+
+class ProblemError(Exception):
+    status = 400
+    title = "Bad request"
+    code = "bad_request"
+
+    def __init__(self, detail: str, *, field: str | None = None, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+        if code is not None:
+            self.code = code
+
+    def to_problem(self) -> Problem:
+        errors = [FieldProblem(field=self.field, message=self.detail)] if self.field else []
+        return Problem(
+            type=f"urn:distillery:problem:{self.code}",
+            title=self.title,
+            status=self.status,
+            detail=self.detail,
+            code=self.code,
+            errors=errors,
+        )
+
+
+class NotFound(ProblemError):
+    status = 404
+    title = "Not found"
+    code = "not_found"
+
+
+class InvalidInput(ProblemError):
+    status = 422
+    title = "Invalid input"
+    code = "invalid_input"
+
+
+class Conflict(ProblemError):
+    status = 409
+    title = "Conflict"
+    code = "conflict"
+
+
+class PayloadTooLarge(ProblemError):
+    status = 413
+    title = "Payload too large"
+    code = "payload_too_large"
+
+
+class ServiceUnavailable(ProblemError):
+    status = 503
+    title = "Service unavailable"
+    code = "service_unavailable"
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        problem.model_dump(),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "form", "header")]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(exc.to_problem())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            FieldProblem(field=_field_path(tuple(e.get("loc", ()))), message=str(e.get("msg")))
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or "invalid request"
+        return problem_response(
+            Problem(
+                type="urn:distillery:problem:invalid_input",
+                title="Invalid input",
+                status=422,
+                detail=detail,
+                code="invalid_input",
+                errors=errors,
+            )
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = str(exc.detail) if exc.detail else "request failed"
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem_response(
+            Problem(
+                type=f"urn:distillery:problem:{code}",
+                title=detail,
+                status=exc.status_code,
+                detail=detail,
+                code=code,
+            ),
+            headers=getattr(exc, "headers", None),
+        )
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": title}
+    for status, title in (
+        (404, "Not found"),
+        (413, "Upload too large"),
+        (422, "Invalid input: `errors` names each field and its problem"),
+    )
+}

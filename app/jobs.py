@@ -1,0 +1,183 @@
+"""Job bookkeeping: what is checked at submission, state changes, the public view."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from app.errors import InvalidInput
+from app.models import Dataset, Job, Teacher, new_id, utcnow
+from app.schemas import JobCreate
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+# Below this many labeled rows a held-out split of train says nothing useful.
+MIN_ROWS_FOR_SPLIT = 20
+
+
+def _dataset(session: Session, field: str, dataset_id: str) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise InvalidInput(f"no dataset with id {dataset_id!r}", field=field, code="unknown_id")
+    return dataset
+
+
+def _check_matches_teacher(field: str, dataset: Dataset, teacher: Teacher) -> None:
+    if list(dataset.feature_shape) != list(teacher.input_shape):
+        raise InvalidInput(
+            f"dataset {dataset.id} has feature shape {dataset.feature_shape} but teacher "
+            f"{teacher.id} takes input shape {teacher.input_shape}; the student takes exactly "
+            "the teacher's input, so reshape the data to the teacher's input shape",
+            field=field,
+            code="shape_mismatch",
+        )
+    if dataset.num_classes is not None and dataset.num_classes > teacher.num_classes:
+        raise InvalidInput(
+            f"dataset {dataset.id} has label {dataset.num_classes - 1} but teacher "
+            f"{teacher.id} has {teacher.num_classes} classes (labels 0..{teacher.num_classes - 1})",
+            field=field,
+            code="labels_out_of_range",
+        )
+
+
+def validate_submission(session: Session, body: JobCreate) -> tuple[Teacher, Dataset]:
+    """Everything that can be known before training; each problem names its field."""
+    teacher = session.get(Teacher, body.teacher_id)
+    if teacher is None:
+        raise InvalidInput(
+            f"no teacher with id {body.teacher_id!r}", field="teacher_id", code="unknown_id"
+        )
+    if teacher.status != "ready":
+        raise InvalidInput(
+            f"teacher {teacher.id} is {teacher.status}, not ready", field="teacher_id"
+        )
+    train = _dataset(session, "train_dataset_id", body.train_dataset_id)
+    _check_matches_teacher("train_dataset_id", train, teacher)
+    if train.rows < 1:
+        raise InvalidInput("the training dataset is empty", field="train_dataset_id")
+    if not train.labeled and body.method.alpha > 0:
+        raise InvalidInput(
+            f"dataset {train.id} has no labels but method.alpha = {body.method.alpha} weighs a "
+            "hard-label term; upload labels or set method.alpha to 0 (pure distillation)",
+            field="train_dataset_id",
+            code="labels_required",
+        )
+    for field, dataset_id in (
+        ("validation_dataset_id", body.validation_dataset_id),
+        ("test_dataset_id", body.test_dataset_id),
+    ):
+        if dataset_id is None:
+            continue
+        held_out = _dataset(session, field, dataset_id)
+        _check_matches_teacher(field, held_out, teacher)
+        if not held_out.labeled:
+            raise InvalidInput(
+                f"dataset {held_out.id} has no labels; held-out data is scored against labels",
+                field=field,
+                code="labels_required",
+            )
+    needs_split = body.validation_dataset_id is None or body.test_dataset_id is None
+    if needs_split and train.rows < MIN_ROWS_FOR_SPLIT:
+        raise InvalidInput(
+            f"dataset {train.id} has {train.rows} rows: too few to hold out validation and test "
+            f"rows (at least {MIN_ROWS_FOR_SPLIT}); upload more rows or give "
+            "validation_dataset_id and test_dataset_id",
+            field="train_dataset_id",
+        )
+    if body.student.architecture == "cnn" and len(teacher.input_shape) not in (2, 3):
+        raise InvalidInput(
+            f"a cnn student needs inputs shaped (C, H, W) or (C, L); teacher {teacher.id} takes "
+            f"{teacher.input_shape}: use architecture 'mlp'",
+            field="student.architecture",
+        )
+    if needs_split and train.labeled and train.class_counts:
+        rare = [k for k, n in train.class_counts.items() if n < 3]
+        if rare:
+            raise InvalidInput(
+                f"classes {', '.join(sorted(rare))} have fewer than 3 rows in dataset "
+                f"{train.id}, too few to split into train, validation and test; add rows or "
+                "give validation_dataset_id and test_dataset_id",
+                field="train_dataset_id",
+            )
+    if not math.isfinite(body.training.learning_rate):
+        raise InvalidInput("must be a finite number", field="training.learning_rate")
+    return teacher, train
+
+
+def create_job(session: Session, body: JobCreate) -> Job:
+    validate_submission(session, body)
+    job = Job(
+        id=new_id("job"),
+        status="queued",
+        stage="queued",
+        epoch=0,
+        epochs=body.training.epochs,
+        teacher_id=body.teacher_id,
+        train_dataset_id=body.train_dataset_id,
+        validation_dataset_id=body.validation_dataset_id,
+        test_dataset_id=body.test_dataset_id,
+        spec={
+            "student": body.student.model_dump(),
+            "method": body.method.model_dump(),
+            "training": body.training.model_dump(),
+        },
+        cancel_requested=False,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def request_cancel(session: Session, job_id: str) -> None:
+    """Queued jobs are cancelled at once; running ones are asked to stop (checked per epoch)."""
+    now = utcnow()
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(status="cancelled", stage="cancelled", finished_at=now, cancel_requested=True)
+    )
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True)
+    )
+
+
+def fail_job(session: Session, job_id: str, code: str, message: str) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(("queued", "running")))
+        .values(
+            status="failed",
+            stage="failed",
+            error_code=code,
+            error_message=message,
+            finished_at=utcnow(),
+        )
+    )
+
+
+def job_public(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status,
+        "stage": job.stage,
+        "epoch": job.epoch,
+        "epochs": job.epochs,
+        "metrics": job.metrics,
+        "error": (
+            {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None
+        ),
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "cancel_requested": job.cancel_requested,
+        "teacher_id": job.teacher_id,
+        "train_dataset_id": job.train_dataset_id,
+        "validation_dataset_id": job.validation_dataset_id,
+        "test_dataset_id": job.test_dataset_id,
+        "student": job.spec["student"],
+        "method": job.spec["method"],
+        "training": job.spec["training"],
+        "split": job.split,
+    }

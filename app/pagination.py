@@ -1,0 +1,36 @@
+"""Newest-first pages with an `after` cursor (the id of the last item seen)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from app.errors import InvalidInput
+
+
+class Listed(Protocol):
+    id: Any
+    created_at: Any
+
+
+def newest_first(
+    session: Session, model: type[Any], limit: int, after: str | None, where: Any = None
+) -> dict[str, Any]:
+    created: InstrumentedAttribute[Any] = model.created_at
+    ident: InstrumentedAttribute[Any] = model.id
+    query: Select[Any] = select(model)
+    if where is not None:
+        query = query.where(where)
+    if after is not None:
+        anchor = session.get(model, after)
+        if anchor is None:
+            raise InvalidInput(f"`after` names no item: {after!r}", field="after")
+        query = query.where(
+            or_(created < anchor.created_at, and_(created == anchor.created_at, ident < anchor.id))
+        )
+    rows = list(session.scalars(query.order_by(created.desc(), ident.desc()).limit(limit + 1)))
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return {"data": rows, "has_more": has_more, "next_after": rows[-1].id if has_more else None}

@@ -1,0 +1,51 @@
+"""The Celery app both sides share. A message only wakes a worker; the database holds the job."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+
+from app.settings import Settings, get_settings
+
+RUN_JOB_TASK = "distillery.run_job"
+
+
+def make_celery(settings: Settings) -> Celery:
+    celery = Celery("distillery", broker=settings.resolved_broker_url)
+    celery.conf.update(
+        task_default_queue=settings.queue_name,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # A fresh child per job: torch state and memory never leak between jobs, and the
+        # parent never touches CUDA.
+        worker_max_tasks_per_child=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    if settings.embedded_broker:
+        queue = str(settings.broker_folder / "queue")
+        celery.conf.broker_transport_options = {
+            "data_folder_in": queue,
+            "data_folder_out": queue,
+            "processed_folder": str(settings.broker_folder / "processed"),
+            "store_processed": False,
+        }
+    else:
+        # Long jobs: Redis redelivers an unacked message after this long.
+        celery.conf.broker_transport_options = {"visibility_timeout": 12 * 3600}
+    return celery
+
+
+@lru_cache
+def get_celery() -> Celery:
+    return make_celery(get_settings())
+
+
+def publish_job(job_id: str) -> None:
+    settings = get_settings()
+    get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=settings.queue_name)

@@ -1,0 +1,145 @@
+"""Request and response bodies of the public API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+T = TypeVar("T")
+
+
+class TeacherPublic(BaseModel):
+    id: str
+    object: Literal["teacher"] = "teacher"
+    created_at: datetime
+    filename: str
+    status: Literal["ready", "processing", "invalid"]
+    format: str
+    sha256: str
+    bytes: int
+    input_shape: list[int] = Field(description="Input shape without the batch dimension.")
+    num_classes: int
+    parameters: int
+    output_name: str = Field(description="The model output the service distills from.")
+    output_kind: Literal["logits", "probabilities"] = Field(
+        description="Probabilities are turned into logits with log(p) before softening."
+    )
+
+
+class DatasetPublic(BaseModel):
+    id: str
+    object: Literal["dataset"] = "dataset"
+    created_at: datetime
+    filename: str
+    format: str
+    rows: int
+    feature_shape: list[int]
+    num_classes: int | None
+    labeled: bool
+    class_counts: dict[str, int] | None
+    sha256: str
+    bytes: int
+
+
+class StudentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: Literal["mlp", "cnn"] = "mlp"
+    hidden_sizes: Annotated[
+        list[Annotated[int, Field(ge=1, le=65536)]], Field(min_length=1, max_length=16)
+    ] = [128]
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    batch_norm: bool = False
+    channels: Annotated[
+        list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1, max_length=8)
+    ] = Field(default=[16, 32], description="Conv channels per block (cnn only).")
+
+
+class KDMethodConfig(BaseModel):
+    """Hinton's soft targets: L = alpha*CE(y, z) + (1-alpha)*T^2*KL(p_T || q_T).
+
+    `alpha` weighs the HARD-label term (torchdistill's convention; some papers write
+    lambda = 1 - alpha for the distillation term). alpha = 0 needs no labels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["kd"] = "kd"
+    temperature: float = Field(default=4.0, gt=0.0, le=100.0)
+    alpha: float = Field(default=0.1, ge=0.0, le=1.0)
+
+
+class TrainingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=20, ge=1, le=1000)
+    batch_size: int = Field(default=128, ge=1, le=65536)
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    teacher_id: str
+    train_dataset_id: str
+    validation_dataset_id: str | None = None
+    test_dataset_id: str | None = None
+    student: StudentConfig = StudentConfig()
+    method: KDMethodConfig = KDMethodConfig()
+    training: TrainingConfig = TrainingConfig()
+
+    @model_validator(mode="after")
+    def _distinct_datasets(self) -> JobCreate:
+        if self.test_dataset_id and self.test_dataset_id == self.train_dataset_id:
+            raise ValueError("test_dataset_id must differ from train_dataset_id")
+        return self
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobPublic(BaseModel):
+    id: str
+    object: Literal["job"] = "job"
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    stage: str
+    epoch: int
+    epochs: int
+    metrics: dict[str, Any] | None = Field(
+        description="Latest metrics while running; the full report once succeeded."
+    )
+    error: JobError | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested: bool
+    teacher_id: str
+    train_dataset_id: str
+    validation_dataset_id: str | None
+    test_dataset_id: str | None
+    student: dict[str, Any]
+    method: dict[str, Any]
+    training: dict[str, Any]
+    split: dict[str, Any] | None
+
+
+class ArtifactPublic(BaseModel):
+    name: str
+    object: Literal["artifact"] = "artifact"
+    media_type: str
+    bytes: int
+    sha256: str
+    created_at: datetime
+    url: str
+
+
+class Page(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool
+    next_after: str | None = Field(description="Pass as `after` to get the next page.")

@@ -1,0 +1,199 @@
+"""The whole path through HTTP: upload teacher and data, distill, download a checked ONNX."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from tests.conftest import Digits, Service, TeacherFiles
+
+JOB_BODY = {
+    "student": {"architecture": "mlp", "hidden_sizes": [32]},
+    "method": {"type": "kd", "temperature": 4.0, "alpha": 0.1},
+    "training": {"epochs": 25, "batch_size": 64, "learning_rate": 0.003, "seed": 0},
+}
+
+
+def _onnx_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    logits = session.run(None, {name: x})[0]
+    return float((logits.argmax(1) == y).mean()), logits
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_distill_end_to_end(
+    service: Service,
+    fmt: str,
+    digits: Digits,
+    digits_teacher: TeacherFiles,
+    digits_files: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    api = service.client
+    teacher_path = digits_teacher.onnx if fmt == "onnx" else digits_teacher.pt2
+    r = service.upload_teacher(teacher_path)
+    assert r.status_code == 201, r.text
+    teacher = r.json()
+    assert teacher["status"] == "ready"
+    assert teacher["format"] == fmt
+    assert teacher["input_shape"] == [1, 8, 8]
+    assert teacher["num_classes"] == 10
+    assert teacher["parameters"] == digits_teacher.parameters
+    assert teacher["output_kind"] == "logits"
+    assert teacher["bytes"] == teacher_path.stat().st_size
+    assert api.get(f"/v1/teachers/{teacher['id']}").json()["id"] == teacher["id"]
+
+    r = service.upload_dataset(digits_files["train"])
+    assert r.status_code == 201, r.text
+    train = r.json()
+    assert train["rows"] == len(digits.x_train)
+    assert train["feature_shape"] == [1, 8, 8]
+    assert train["num_classes"] == 10 and train["labeled"] is True
+    test = service.upload_dataset(digits_files["test"]).json()
+
+    submitted = time.monotonic()
+    r = api.post(
+        "/v1/jobs",
+        json={
+            "teacher_id": teacher["id"],
+            "train_dataset_id": train["id"],
+            "test_dataset_id": test["id"],
+            **JOB_BODY,
+        },
+    )
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["status"] in ("queued", "running") and job["epochs"] == 25
+
+    seen_running = False
+    while True:
+        job = api.get(f"/v1/jobs/{job['id']}").json()
+        if job["status"] == "running" and job["epoch"] > 0:
+            seen_running = True
+            assert job["metrics"]["latest"]["epoch"] == job["epoch"]
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            break
+        assert time.monotonic() - submitted < 300, service.tail()
+        time.sleep(0.1)
+    elapsed = time.monotonic() - submitted
+    assert job["status"] == "succeeded", f"{job}\n{service.tail()}"
+    assert job["stage"] == "done" and job["epoch"] == 25
+    assert seen_running, "never saw the job running with an epoch"
+    assert job["split"]["test"]["source"] == "test_dataset_id"
+    assert job["split"]["validation"]["source"] == "held out of train"
+
+    listing = api.get(f"/v1/jobs/{job['id']}/artifacts").json()
+    names = {a["name"] for a in listing["data"]}
+    assert names == {"student.onnx", "student.safetensors", "metrics.json"}
+
+    metrics = api.get(f"/v1/jobs/{job['id']}/artifacts/metrics.json").json()
+    onnx_file = tmp_path / "student.onnx"
+    with api.stream("GET", f"/v1/jobs/{job['id']}/artifacts/student.onnx") as resp:
+        assert resp.status_code == 200
+        with onnx_file.open("wb") as out:
+            for chunk in resp.iter_bytes():
+                out.write(chunk)
+    assert onnx_file.stat().st_size == metrics["onnx_bytes"]
+    assert not list(tmp_path.glob("*.data")), "the ONNX file must be self-contained"
+
+    accuracy, _ = _onnx_accuracy(onnx_file, digits.x_test, digits.y_test)
+    assert abs(accuracy - metrics["student_accuracy"]) < 1e-9
+    assert accuracy > 0.85, "the student must clearly beat chance (0.1)"
+    # The batch dimension is dynamic: one row works too.
+    one, _ = _onnx_accuracy(onnx_file, digits.x_test[:1], digits.y_test[:1])
+    assert one in (0.0, 1.0)
+
+    assert abs(metrics["teacher_accuracy"] - digits_teacher.accuracy) < 1e-6
+    assert metrics["agreement"] > 0.85
+    assert metrics["teacher_parameters"] == digits_teacher.parameters
+    assert metrics["student_parameters"] < digits_teacher.parameters / 10
+    assert metrics["onnx_max_abs_diff"] < 1e-4
+    assert metrics["train_seconds"] > 0
+    history = metrics["history"]
+    assert len(history) == 25
+    for key in ("loss", "hard_loss", "soft_loss", "validation_accuracy"):
+        assert all(np.isfinite(h[key]) for h in history)
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert job["metrics"]["student_accuracy"] == metrics["student_accuracy"]
+
+    report = {
+        "service": service.name,
+        "format": fmt,
+        "submit_to_succeeded_s": round(elapsed, 2),
+        "train_seconds": metrics["train_seconds"],
+        "teacher_accuracy": metrics["teacher_accuracy"],
+        "student_accuracy": metrics["student_accuracy"],
+        "agreement": metrics["agreement"],
+    }
+    out = Path(__file__).resolve().parents[2] / "test-output"
+    out.mkdir(exist_ok=True)
+    (out / f"e2e-{service.name}-{fmt}.json").write_text(json.dumps(report, indent=2))
+    print(report)
+
+
+def test_automatic_split_is_stratified_and_reported(
+    production_service: Service, digits_teacher: TeacherFiles, digits_files: dict[str, Path]
+) -> None:
+    service = production_service
+    teacher = service.upload_teacher(digits_teacher.onnx).json()
+    train = service.upload_dataset(digits_files["train"]).json()
+    body = {"teacher_id": teacher["id"], "train_dataset_id": train["id"]}
+    body["training"] = {"epochs": 3}
+    job = service.client.post("/v1/jobs", json=body).json()
+    # Defaults filled in for everything but the ids.
+    assert job["student"]["architecture"] == "mlp"
+    assert job["method"] == {"type": "kd", "temperature": 4.0, "alpha": 0.1}
+    job = service.wait(job["id"])
+    assert job["status"] == "succeeded", job
+    split = job["split"]
+    assert split["method"] == "stratified by class" and split["seed"] == 0
+    rows = split["train"]["rows"] + split["validation"]["rows"] + split["test"]["rows"]
+    assert rows == train["rows"]
+    assert 0.1 < split["test"]["rows"] / rows < 0.2
+    assert job["metrics"]["student_accuracy"] > 0.5
+
+
+def test_probability_teacher_from_scikit_learn(
+    production_service: Service, digits: Digits, tmp_path: Path
+) -> None:
+    """A scikit-learn model converted to ONNX outputs a label and probabilities."""
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    flat_train = digits.x_train.reshape(len(digits.x_train), -1)
+    flat_test = digits.x_test.reshape(len(digits.x_test), -1)
+    model = LogisticRegression(max_iter=500).fit(flat_train, digits.y_train)
+    path = tmp_path / "logreg.onnx"
+    path.write_bytes(to_onnx(model, flat_train[:1]).SerializeToString())
+    np.savez(tmp_path / "train.npz", x=flat_train, y=digits.y_train)
+    np.savez(tmp_path / "test.npz", x=flat_test, y=digits.y_test)
+
+    service = production_service
+    r = service.upload_teacher(path)
+    assert r.status_code == 201, r.text
+    teacher = r.json()
+    assert teacher["output_kind"] == "probabilities"
+    assert "prob" in teacher["output_name"]
+    assert teacher["input_shape"] == [64] and teacher["num_classes"] == 10
+    train = service.upload_dataset(tmp_path / "train.npz").json()
+    test = service.upload_dataset(tmp_path / "test.npz").json()
+    job = service.client.post(
+        "/v1/jobs",
+        json={
+            "teacher_id": teacher["id"],
+            "train_dataset_id": train["id"],
+            "test_dataset_id": test["id"],
+            "training": {"epochs": 15},
+        },
+    ).json()
+    job = service.wait(job["id"])
+    assert job["status"] == "succeeded", job
+    sk_accuracy = float((model.predict(flat_test) == digits.y_test).mean())
+    assert abs(job["metrics"]["teacher_accuracy"] - sk_accuracy) < 1e-6
+    assert job["metrics"]["student_accuracy"] > 0.85

@@ -1,0 +1,77 @@
+"""Cancel, list and poll jobs through HTTP on the production stack."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.conftest import Service, TeacherFiles
+
+
+def _ids(service: Service, teacher: TeacherFiles, files: dict[str, Path]) -> dict[str, str]:
+    t = service.upload_teacher(teacher.onnx).json()
+    d = service.upload_dataset(files["train"]).json()
+    return {"teacher_id": t["id"], "train_dataset_id": d["id"]}
+
+
+def test_cancel_running_and_queued_jobs(
+    production_service: Service, digits_teacher: TeacherFiles, digits_files: dict[str, Path]
+) -> None:
+    service = production_service
+    api = service.client
+    ids = _ids(service, digits_teacher, digits_files)
+    long_body = {**ids, "training": {"epochs": 1000, "batch_size": 16}}
+    running = api.post("/v1/jobs", json=long_body).json()
+    queued = api.post("/v1/jobs", json=long_body).json()  # one worker slot: this one waits
+
+    job = service.wait(running["id"], until={"running"}, timeout=120)
+    while job["epoch"] < 1:
+        time.sleep(0.1)
+        job = api.get(f"/v1/jobs/{running['id']}").json()
+
+    r = api.post(f"/v1/jobs/{queued['id']}/cancel")
+    assert r.status_code == 200
+    assert r.json()["status"] == "cancelled"
+
+    r = api.post(f"/v1/jobs/{running['id']}/cancel")
+    assert r.status_code == 200 and r.json()["cancel_requested"] is True
+    cancelled_at = time.monotonic()
+    job = service.wait(running["id"], timeout=60)
+    assert job["status"] == "cancelled", job
+    assert time.monotonic() - cancelled_at < 30  # within one (short) epoch plus polling
+    assert job["epoch"] < 1000 and job["finished_at"] is not None
+    assert api.get(f"/v1/jobs/{running['id']}/artifacts").json()["data"] == []
+
+    # The cancelled queued job never runs, even when its message reaches the worker.
+    time.sleep(2)
+    assert api.get(f"/v1/jobs/{queued['id']}").json()["status"] == "cancelled"
+    # Cancelling a finished job changes nothing.
+    again = api.post(f"/v1/jobs/{running['id']}/cancel").json()
+    assert again["status"] == "cancelled"
+
+
+def test_list_jobs_newest_first_paginated(
+    production_service: Service, digits_teacher: TeacherFiles, digits_files: dict[str, Path]
+) -> None:
+    service = production_service
+    api = service.client
+    ids = _ids(service, digits_teacher, digits_files)
+    made = []
+    for _ in range(3):
+        job = api.post("/v1/jobs", json={**ids, "training": {"epochs": 1}}).json()
+        made.append(job["id"])
+    seen: list[str] = []
+    after = None
+    while True:
+        params = {"limit": 2, **({"after": after} if after else {})}
+        page = api.get("/v1/jobs", params=params).json()
+        seen.extend(j["id"] for j in page["data"])
+        if not page["has_more"]:
+            break
+        after = page["next_after"]
+    assert len(seen) == len(set(seen))
+    positions = [seen.index(i) for i in made]
+    assert positions == sorted(positions, reverse=True), "newest first"
+    for job_id in made:
+        service.wait(job_id)
+    assert api.get("/v1/jobs", params={"after": "job_nope"}).status_code == 422

@@ -1,0 +1,316 @@
+"""Running one job: claim the row, fetch blobs, call the engine, store artifacts, finish."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from app.datafiles import load_arrays
+from sqlalchemy import update
+
+from app.db import session_scope
+from app.jobs import fail_job
+from app.models import Artifact, Blob, Dataset, Job, Teacher, utcnow
+from app.settings import Settings, get_settings
+from app.storage import cached_blob, store_file
+from worker.engine import (
+    ArraySplit,
+    DistillConfig,
+    EpochRecord,
+    ExportCheckFailed,
+    KDMethod,
+    Splits,
+    StudentSpec,
+    TeacherRejected,
+    TrainingSpec,
+    distill,
+    export_onnx,
+    load_teacher,
+    random_split,
+    save_safetensors,
+    stratified_split,
+)
+
+log = logging.getLogger(__name__)
+
+HELD_OUT_FRACTION = 0.15
+ARTIFACT_TYPES = {
+    "student.onnx": "application/octet-stream",
+    "student.safetensors": "application/octet-stream",
+    "metrics.json": "application/json",
+}
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class JobInputError(Exception):
+    """A problem with the job's inputs found only when it ran; the message is for the user."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def run_job(job_id: str) -> None:
+    settings = get_settings()
+    settings.ensure_dirs()
+    if not _claim(job_id):
+        return
+    workdir = settings.tmp_dir / job_id
+    try:
+        _execute(job_id, settings, workdir)
+    except JobCancelled:
+        _set_state(job_id, status="cancelled", stage="cancelled", finished_at=utcnow())
+    except JobInputError as exc:
+        _fail(job_id, exc.code, str(exc))
+    except TeacherRejected as exc:
+        _fail(job_id, "teacher_invalid", str(exc))
+    except ExportCheckFailed as exc:
+        _fail(job_id, "export_check_failed", str(exc))
+    except MemoryError:
+        _fail(job_id, "out_of_memory", "the job ran out of memory; use a smaller batch_size")
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        _fail(job_id, "internal_error", f"{type(exc).__name__}: {exc}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _claim(job_id: str) -> bool:
+    """queued -> running, atomically: a second delivery of the same message finds no row."""
+    with session_scope() as session:
+        claimed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued")
+            .values(
+                status="running",
+                stage="preparing",
+                started_at=utcnow(),
+                worker=socket.gethostname(),
+            )
+        ).rowcount
+    if not claimed:
+        log.info("job %s is not queued any more; leaving it", job_id)
+    return bool(claimed)
+
+
+def _set_state(job_id: str, **values: Any) -> None:
+    with session_scope() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(**values))
+
+
+def _fail(job_id: str, code: str, message: str) -> None:
+    with session_scope() as session:
+        fail_job(session, job_id, code, message)
+
+
+def _check_cancel(job_id: str) -> None:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.cancel_requested or job.status != "running":
+            raise JobCancelled()
+
+
+def _stage(job_id: str, stage: str) -> None:
+    _check_cancel(job_id)
+    _set_state(job_id, stage=stage)
+
+
+def _fetch(settings: Settings, job_id: str) -> dict[str, Any]:
+    """Local paths of the teacher and datasets, from the worker's cache by sha256."""
+    cache = settings.resolved_cache_dir
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        teacher = session.get(Teacher, job.teacher_id)
+        assert teacher is not None
+        found: dict[str, Any] = {
+            "spec": dict(job.spec),
+            "teacher_path": cached_blob(_blob(session, teacher.blob_id), cache),
+            "teacher_info": {
+                "id": teacher.id,
+                "output_name": teacher.output_name,
+                "output_kind": teacher.output_kind,
+            },
+        }
+        for role, dataset_id in (
+            ("train", job.train_dataset_id),
+            ("validation", job.validation_dataset_id),
+            ("test", job.test_dataset_id),
+        ):
+            dataset = session.get(Dataset, dataset_id) if dataset_id else None
+            found[role] = cached_blob(_blob(session, dataset.blob_id), cache) if dataset else None
+        return found
+
+
+def _blob(session: Any, blob_id: str) -> Blob:
+    blob = session.get(Blob, blob_id)
+    if blob is None:
+        raise JobInputError("blob_missing", f"stored bytes {blob_id} are missing")
+    return blob
+
+
+def build_splits(
+    train_path: Path, validation_path: Path | None, test_path: Path | None, seed: int
+) -> tuple[Splits, dict[str, Any]]:
+    """Use the given held-out datasets; carve what is missing out of train, stratified."""
+    x, y = load_arrays(train_path)
+    given_val = ArraySplit(*load_arrays(validation_path)) if validation_path else None
+    given_test = ArraySplit(*load_arrays(test_path)) if test_path else None
+    held_out = HELD_OUT_FRACTION * ((given_val is None) + (given_test is None))
+    report: dict[str, Any] = {"seed": seed}
+    if held_out == 0:
+        assert given_val is not None and given_test is not None
+        parts = [np.arange(len(x)), np.array([], dtype=np.int64), np.array([], dtype=np.int64)]
+    else:
+        val_fraction = HELD_OUT_FRACTION if given_val is None else 0.0
+        test_fraction = HELD_OUT_FRACTION if given_test is None else 0.0
+        fractions = (1.0 - held_out, val_fraction, test_fraction)
+        if y is not None:
+            parts = list(stratified_split(y, fractions, seed))
+            report["method"] = "stratified by class"
+        else:
+            parts = list(random_split(len(x), fractions, seed))
+            report["method"] = "random (unlabeled data)"
+        report["fractions"] = {
+            "train": fractions[0],
+            "validation": val_fraction,
+            "test": test_fraction,
+        }
+
+    def part(i: int) -> ArraySplit:
+        return ArraySplit(x[parts[i]], y[parts[i]] if y is not None else None)
+
+    splits = Splits(
+        train=part(0),
+        validation=given_val or part(1),
+        test=given_test or part(2),
+    )
+    report.update(
+        {
+            "train": {"rows": len(splits.train.x), "source": "train_dataset_id"},
+            "validation": {
+                "rows": len(splits.validation.x),
+                "source": "validation_dataset_id" if given_val else "held out of train",
+            },
+            "test": {
+                "rows": len(splits.test.x),
+                "source": "test_dataset_id" if given_test else "held out of train",
+            },
+        }
+    )
+    return splits, report
+
+
+def _config(spec: dict[str, Any]) -> DistillConfig:
+    student, method, training = spec["student"], spec["method"], spec["training"]
+    return DistillConfig(
+        student=StudentSpec(
+            architecture=student["architecture"],
+            hidden_sizes=tuple(student["hidden_sizes"]),
+            dropout=float(student["dropout"]),
+            batch_norm=bool(student["batch_norm"]),
+            channels=tuple(student["channels"]),
+        ),
+        method=KDMethod(temperature=float(method["temperature"]), alpha=float(method["alpha"])),
+        training=TrainingSpec(
+            epochs=int(training["epochs"]),
+            batch_size=int(training["batch_size"]),
+            learning_rate=float(training["learning_rate"]),
+            weight_decay=float(training["weight_decay"]),
+            seed=int(training["seed"]),
+        ),
+    )
+
+
+def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
+    found = _fetch(settings, job_id)
+    spec = found["spec"]
+    _stage(job_id, "loading")
+    teacher = load_teacher(found["teacher_path"])
+    splits, split_report = build_splits(
+        found["train"], found["validation"], found["test"], int(spec["training"]["seed"])
+    )
+    _set_state(job_id, split=split_report)
+    if len(splits.test.x) == 0 or len(splits.validation.x) == 0:
+        raise JobInputError("split_empty", "the held-out split is empty; upload more rows")
+
+    history: list[dict[str, Any]] = []
+
+    def on_epoch(record: EpochRecord) -> None:
+        history.append(asdict(record))
+        _set_state(
+            job_id, epoch=record.epoch, metrics={"latest": asdict(record), "history": history}
+        )
+        _check_cancel(job_id)
+
+    outcome = distill(
+        _config(spec),
+        teacher,
+        splits,
+        on_epoch=on_epoch,
+        on_stage=lambda stage: _stage(job_id, stage),
+    )
+
+    _stage(job_id, "exporting")
+    workdir.mkdir(parents=True, exist_ok=True)
+    onnx = export_onnx(
+        outcome.student, teacher.input_shape, workdir / "student.onnx", sample=splits.test.x[:64]
+    )
+    save_safetensors(outcome.student, workdir / "student.safetensors")
+    metrics: dict[str, Any] = {
+        **outcome.metrics,
+        "onnx_bytes": onnx.bytes,
+        "onnx_max_abs_diff": onnx.max_abs_diff,
+        "onnx_opset": onnx.opset,
+        "history": [asdict(r) for r in outcome.history],
+        "split": split_report,
+        "teacher": {
+            **found["teacher_info"],
+            "input_shape": list(teacher.input_shape),
+            "num_classes": teacher.num_classes,
+        },
+        "student": spec["student"],
+        "method": spec["method"],
+        "training": spec["training"],
+    }
+    (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    _stage(job_id, "storing")
+    with session_scope() as session:
+        for name, media_type in ARTIFACT_TYPES.items():
+            path = workdir / name
+            blob = store_file(session, path, settings.blob_chunk_bytes)
+            session.merge(
+                Artifact(
+                    job_id=job_id,
+                    name=name,
+                    blob_id=blob.id,
+                    media_type=media_type,
+                    bytes=blob.size,
+                    sha256=blob.sha256,
+                )
+            )
+        finished = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running", Job.cancel_requested.is_(False))
+            .values(
+                status="succeeded",
+                stage="done",
+                metrics=metrics,
+                finished_at=utcnow(),
+                epoch=len(outcome.history),
+            )
+        ).rowcount
+        if not finished:
+            # Cancelled while storing: keep nothing half-delivered.
+            session.rollback()
+            raise JobCancelled()

@@ -1,0 +1,14 @@
+"""Celery tasks: thin. They take ids and delegate; the logic lives in worker.runner."""
+
+from __future__ import annotations
+
+from app.queue import RUN_JOB_TASK
+from worker.celery_app import celery
+
+
+@celery.task(name=RUN_JOB_TASK)
+def run_job(job_id: str) -> None:
+    # Imported here so the worker's parent process never loads torch (or touches CUDA).
+    from worker.runner import run_job as run
+
+    run(job_id)
