@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from app.datafiles import load_arrays
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 
+from app.datafiles import load_arrays
 from app.db import session_scope
 from app.jobs import fail_job
 from app.models import Artifact, Blob, Dataset, Job, Teacher, utcnow
@@ -87,19 +87,27 @@ def run_job(job_id: str) -> None:
 def _claim(job_id: str) -> bool:
     """queued -> running, atomically: a second delivery of the same message finds no row."""
     with session_scope() as session:
-        claimed = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == "queued")
-            .values(
-                status="running",
-                stage="preparing",
-                started_at=utcnow(),
-                worker=socket.gethostname(),
+        claimed = _rowcount(
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "queued")
+                .values(
+                    status="running",
+                    stage="preparing",
+                    started_at=utcnow(),
+                    worker=socket.gethostname(),
+                )
             )
-        ).rowcount
+        )
     if not claimed:
         log.info("job %s is not queued any more; leaving it", job_id)
     return bool(claimed)
+
+
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE matched (the compare-and-set that keeps state changes single)."""
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
 
 
 def _set_state(job_id: str, **values: Any) -> None:
@@ -299,17 +307,19 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
                     sha256=blob.sha256,
                 )
             )
-        finished = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == "running", Job.cancel_requested.is_(False))
-            .values(
-                status="succeeded",
-                stage="done",
-                metrics=metrics,
-                finished_at=utcnow(),
-                epoch=len(outcome.history),
+        finished = _rowcount(
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "running", Job.cancel_requested.is_(False))
+                .values(
+                    status="succeeded",
+                    stage="done",
+                    metrics=metrics,
+                    finished_at=utcnow(),
+                    epoch=len(outcome.history),
+                )
             )
-        ).rowcount
+        )
         if not finished:
             # Cancelled while storing: keep nothing half-delivered.
             session.rollback()

@@ -1,0 +1,50 @@
+"""The distillation engine: a plain library (no web framework, database or queue)."""
+
+from worker.engine.config import DistillConfig, KDMethod, StudentSpec, TrainingSpec
+from worker.engine.data import ArraySplit, Splits, random_split, stratified_split
+from worker.engine.export import ExportCheckFailed, OnnxExport, export_onnx, save_safetensors
+from worker.engine.losses import KDLoss, kd_loss
+from worker.engine.students import build_student, count_parameters
+from worker.engine.teachers import (
+    Teacher,
+    TeacherRejected,
+    inspect_teacher,
+    load_teacher,
+    sniff_format,
+)
+from worker.engine.training import (
+    DistillOutcome,
+    EpochRecord,
+    accuracy,
+    distill,
+    predict_logits,
+)
+
+__all__ = [
+    "ArraySplit",
+    "DistillConfig",
+    "DistillOutcome",
+    "EpochRecord",
+    "ExportCheckFailed",
+    "KDLoss",
+    "KDMethod",
+    "OnnxExport",
+    "Splits",
+    "StudentSpec",
+    "Teacher",
+    "TeacherRejected",
+    "TrainingSpec",
+    "accuracy",
+    "build_student",
+    "count_parameters",
+    "distill",
+    "export_onnx",
+    "inspect_teacher",
+    "kd_loss",
+    "load_teacher",
+    "predict_logits",
+    "random_split",
+    "save_safetensors",
+    "sniff_format",
+    "stratified_split",
+]

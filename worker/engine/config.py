@@ -1,0 +1,39 @@
+"""One declarative config per distillation run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    architecture: Literal["mlp", "cnn"] = "mlp"
+    hidden_sizes: tuple[int, ...] = (128,)
+    dropout: float = 0.0
+    batch_norm: bool = False
+    channels: tuple[int, ...] = (16, 32)
+
+
+@dataclass(frozen=True)
+class KDMethod:
+    """Hinton's soft targets. `alpha` weighs the hard-label term (torchdistill's convention)."""
+
+    temperature: float = 4.0
+    alpha: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    epochs: int = 20
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    student: StudentSpec = field(default_factory=StudentSpec)
+    method: KDMethod = field(default_factory=KDMethod)
+    training: TrainingSpec = field(default_factory=TrainingSpec)

@@ -1,0 +1,98 @@
+"""ONNX and safetensors export. Every ONNX file is run in onnxruntime against PyTorch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class ExportCheckFailed(Exception):
+    """The exported ONNX does not reproduce the PyTorch student."""
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    path: Path
+    bytes: int
+    max_abs_diff: float
+    opset: int
+
+
+class _Entry(nn.Module):
+    """Names the input `x` so the dynamic batch dimension can be declared by name."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)  # type: ignore[no-any-return]
+
+
+def export_onnx(
+    student: nn.Module,
+    input_shape: tuple[int, ...],
+    path: Path,
+    sample: np.ndarray | None = None,
+    tolerance: float = 1e-4,
+) -> OnnxExport:
+    import onnx
+    import onnxruntime as ort
+
+    model = _Entry(student.eval().cpu()).eval()
+    rng = np.random.default_rng(0)
+    if sample is None or len(sample) == 0:
+        sample = rng.standard_normal((33, *input_shape)).astype(np.float32)
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    example = torch.from_numpy(sample[: max(2, min(4, len(sample)))].copy())
+    if len(example) < 2:
+        example = torch.cat([example, example])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+        external_data=False,
+        dynamo=True,
+        verbose=False,
+    )
+    sidecars = [p for p in path.parent.iterdir() if p.name.startswith(path.name + ".")]
+    if sidecars:
+        raise ExportCheckFailed(f"export wrote external data files: {sidecars}")
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    if batch_dim.HasField("dim_value"):
+        raise ExportCheckFailed("the exported batch dimension is fixed, not dynamic")
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for rows in (sample[:1], sample[: min(len(sample), 64)]):
+        got = session.run(None, {"input": rows})[0]
+        with torch.no_grad():
+            want = model(torch.from_numpy(rows.copy())).numpy()
+        if got.shape != want.shape:
+            raise ExportCheckFailed(f"ONNX output shape {got.shape} != PyTorch {want.shape}")
+        worst = max(worst, float(np.abs(got - want).max()))
+    if worst > tolerance:
+        raise ExportCheckFailed(
+            f"ONNX output differs from PyTorch by {worst:.3g} (tolerance {tolerance:g})"
+        )
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    return OnnxExport(path=path, bytes=path.stat().st_size, max_abs_diff=worst, opset=int(opset))
+
+
+def save_safetensors(student: nn.Module, path: Path) -> int:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata={"format": "pt", "producer": "distillery"})
+    return path.stat().st_size

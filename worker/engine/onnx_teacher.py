@@ -1,0 +1,196 @@
+"""ONNX teachers, run with onnxruntime. Protobuf parsing runs no code from the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.engine.teachers import (
+    EXPORT_ADVICE,
+    OutputKind,
+    TeacherRejected,
+    looks_like_probabilities,
+    probabilities_to_logits,
+    run_in_chunks,
+)
+
+PROBE_ROWS = 8
+
+
+def _providers() -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def _as_matrix(value: Any) -> np.ndarray | None:
+    """A float (N, C) array from a tensor output or a ZipMap (list of {class: prob})."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        keys = sorted(value[0])
+        return np.array([[row[k] for k in keys] for row in value], dtype=np.float32)
+    array = np.asarray(value)
+    if array.ndim == 2 and np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32)
+    return None
+
+
+class OnnxTeacher:
+    format = "onnx"
+
+    def __init__(self, path: Path) -> None:
+        import onnx
+        import onnxruntime as ort
+
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:
+            raise TeacherRejected(
+                f"the file is not a valid ONNX or .pt2 model (it may be truncated); {EXPORT_ADVICE}"
+            ) from exc
+        initializers = list(model.graph.initializer)
+        if any(
+            t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data) > 0
+            for t in initializers
+        ):
+            raise TeacherRejected(
+                "the ONNX model keeps its weights in external data files, which an upload cannot "
+                "carry; export one self-contained file (torch.onnx.export(..., "
+                "external_data=False))"
+            )
+        if not model.graph.node:
+            raise TeacherRejected(f"the file is not a valid ONNX model (no graph); {EXPORT_ADVICE}")
+        try:
+            onnx.checker.check_model(model)
+        except Exception as exc:
+            raise TeacherRejected(f"the ONNX model is invalid: {str(exc)[:300]}") from exc
+
+        init_names = {t.name for t in initializers}
+        inputs = [i for i in model.graph.input if i.name not in init_names]
+        if len(inputs) != 1:
+            raise TeacherRejected(
+                f"the ONNX model takes {len(inputs)} inputs; a teacher takes exactly one tensor"
+            )
+        tensor_type = inputs[0].type.tensor_type
+        if tensor_type.elem_type != onnx.TensorProto.FLOAT:
+            raise TeacherRejected(
+                f"the ONNX model's input {inputs[0].name!r} is not float32; export it with a "
+                "float32 input"
+            )
+        dims = list(tensor_type.shape.dim)
+        if len(dims) < 2:
+            raise TeacherRejected(
+                f"the ONNX model's input {inputs[0].name!r} has rank {len(dims)}; expected a "
+                "batch dimension followed by the features"
+            )
+        if not all(d.HasField("dim_value") and d.dim_value > 0 for d in dims[1:]):
+            shown = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in dims]
+            raise TeacherRejected(
+                f"the ONNX model's input shape {shown} has a dynamic dimension after the batch; "
+                "only dimension 0 (the batch) may be dynamic"
+            )
+        self.input_name = inputs[0].name
+        self.input_shape = tuple(int(d.dim_value) for d in dims[1:])
+        batch = dims[0]
+        self.fixed_batch = int(batch.dim_value) if batch.HasField("dim_value") else None
+        floating = {
+            onnx.TensorProto.FLOAT,
+            onnx.TensorProto.FLOAT16,
+            onnx.TensorProto.DOUBLE,
+            onnx.TensorProto.BFLOAT16,
+        }
+        # Weights only: exporters add small integer initializers (shapes) that are not parameters.
+        self.parameters = int(
+            sum(int(np.prod(t.dims)) for t in initializers if t.data_type in floating)
+        )
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 0
+        try:
+            self.session = ort.InferenceSession(
+                model.SerializeToString(), options, providers=_providers()
+            )
+        except Exception as exc:
+            raise TeacherRejected(f"onnxruntime cannot run the model: {str(exc)[:300]}") from exc
+        self._choose_output()
+
+    def _choose_output(self) -> None:
+        probe = np.random.default_rng(0).standard_normal((PROBE_ROWS, *self.input_shape))
+        probe = probe.astype(np.float32)
+        outputs = self.session.get_outputs()
+        names = [o.name for o in outputs]
+        try:
+            values = run_in_chunks_raw(self.session, self.input_name, probe, self.fixed_batch)
+        except Exception as exc:
+            raise TeacherRejected(
+                f"the ONNX model fails on an input of shape {[PROBE_ROWS, *self.input_shape]}: "
+                f"{str(exc)[:300]}"
+            ) from exc
+        found = {o.name: o.type for o in outputs}
+        candidates: list[tuple[int, str, np.ndarray, bool]] = []
+        for name, value in zip(names, values, strict=True):
+            matrix = _as_matrix(value)
+            if matrix is None or matrix.shape[0] != PROBE_ROWS or matrix.shape[1] < 2:
+                continue
+            zipmap = isinstance(value, list)
+            lowered = name.lower()
+            rank = 0 if "logit" in lowered else 1 if "prob" in lowered else 2
+            candidates.append((rank, name, matrix, zipmap))
+        if not candidates:
+            raise TeacherRejected(
+                "the ONNX model has no output of class scores shaped [batch, classes]; found "
+                + ", ".join(f"{n}: {t}" for n, t in found.items())
+            )
+        _, name, matrix, zipmap = min(candidates, key=lambda c: c[0])
+        self.output_name = name
+        self._output_index = names.index(name)
+        self.num_classes = int(matrix.shape[1])
+        self.output_kind: OutputKind = (
+            "probabilities" if zipmap or looks_like_probabilities(matrix) else "logits"
+        )
+        self.details = {"input_name": self.input_name, "outputs_found": found}
+
+    def _scores(self, part: np.ndarray) -> np.ndarray:
+        value = self.session.run([self.output_name], {self.input_name: part})[0]
+        matrix = _as_matrix(value)
+        assert matrix is not None
+        return matrix
+
+    def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        raw = run_in_chunks(self._scores, x.astype(np.float32), batch_size, self.fixed_batch)
+        return probabilities_to_logits(raw) if self.output_kind == "probabilities" else raw
+
+
+def run_in_chunks_raw(
+    session: Any, input_name: str, x: np.ndarray, fixed_batch: int | None
+) -> list[Any]:
+    """All outputs for a small probe, in fixed-size batches if the model demands them."""
+    if fixed_batch is None or fixed_batch == len(x):
+        return list(session.run(None, {input_name: x}))
+    per_chunk = [
+        session.run(
+            None,
+            {
+                input_name: np.concatenate(
+                    [
+                        x[i : i + fixed_batch],
+                        np.zeros(
+                            (max(0, fixed_batch - len(x[i : i + fixed_batch])), *x.shape[1:]),
+                            x.dtype,
+                        ),
+                    ]
+                )
+            },
+        )
+        for i in range(0, len(x), fixed_batch)
+    ]
+    merged: list[Any] = []
+    for k in range(len(per_chunk[0])):
+        parts = [chunk[k] for chunk in per_chunk]
+        if isinstance(parts[0], list):
+            merged.append([row for part in parts for row in part][: len(x)])
+        else:
+            merged.append(np.concatenate([np.asarray(p) for p in parts])[: len(x)])
+    return merged
