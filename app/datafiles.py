@@ -1,14 +1,18 @@
 """Parsing uploaded datasets (NPZ, CSV) safely into one canonical NPZ form.
 
-numpy and the standard library only. Uploads are hostile: no pickles, and no allocation that
-the file's own bytes do not back."""
+numpy and the standard library only. Uploads are hostile: nothing is unpickled, and nothing is
+allocated from a header that the file's own bytes do not back. Every problem with the input
+surfaces as `DatasetRejected`, naming the request field to blame and saying how to fix it.
+"""
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
 import math
+import os
 import zipfile
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -17,10 +21,18 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 MAX_COMPRESSION_RATIO = 1000
+# A label is a class number; a huge one would make the worker build a huge output layer.
+MAX_CLASSES = 100_000
 CANONICAL_NAME = "dataset.npz"
+_NPZ_MEMBERS = ("x.npy", "y.npy")
+_SNIFF_BYTES = 64 * 1024
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 class DatasetRejected(Exception):
+    """An uploaded dataset that cannot be used; `message` says what is wrong and how to fix it."""
+
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
@@ -29,10 +41,10 @@ class DatasetRejected(Exception):
 
 @dataclass(frozen=True)
 class ParsedDataset:
-    format: str
+    format: str  # "npz" | "csv"
     rows: int
-    feature_shape: tuple[int, ...]
-    num_classes: int | None
+    feature_shape: tuple[int, ...]  # without the row dimension
+    num_classes: int | None  # max label + 1; None when unlabeled
     labeled: bool
     class_counts: dict[int, int] | None
     canonical_path: Path
@@ -42,87 +54,101 @@ def _reject(message: str, field: str = "file") -> DatasetRejected:
     return DatasetRejected(field, message)
 
 
-def _read_header(stream: IO[bytes], member: str) -> tuple[tuple[int, ...], np.dtype, int]:
-    """Shape, dtype and header length of a .npy stream, read without touching the data."""
-    try:
-        version = npy_format.read_magic(stream)
-        if version == (1, 0):
-            shape, _fortran, dtype = npy_format.read_array_header_1_0(stream)
-        elif version in ((2, 0), (3, 0)):
-            shape, _fortran, dtype = npy_format.read_array_header_2_0(stream)
-        else:
-            raise ValueError(f"unsupported .npy version {version}")
-    except Exception as exc:
-        raise _reject(f"member {member!r} is not a valid .npy array: {exc}") from exc
-    return tuple(int(d) for d in shape), np.dtype(dtype), 0
+# ---- NPZ ----------------------------------------------------------------------------------
 
 
-def _checked_member(archive: zipfile.ZipFile, name: str) -> np.ndarray:
+def _read_header(stream: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a .npy stream, read without touching the data."""
+    version = npy_format.read_magic(stream)
+    if version == (1, 0):
+        shape, _fortran, dtype = npy_format.read_array_header_1_0(stream)
+    elif version in ((2, 0), (3, 0)):
+        shape, _fortran, dtype = npy_format.read_array_header_2_0(stream)
+    else:
+        raise ValueError(f"unsupported .npy format version {version}")
+    return tuple(int(d) for d in shape), np.dtype(dtype)
+
+
+def _check_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, member: str) -> None:
+    """Refuse a member whose header asks for what its bytes do not hold, before any allocation."""
+    with archive.open(info) as stream:
+        shape, dtype = _read_header(stream)
+        header_bytes = stream.tell()
+    if dtype.hasobject or dtype.fields is not None:
+        raise _reject(
+            f"member {member!r} has dtype {dtype}: object arrays are refused, and structured "
+            "ones too (they would need unpickling); save plain numeric arrays"
+        )
+    if dtype.kind not in "biuf":
+        raise _reject(f"member {member!r} has dtype {dtype}; only real numbers are accepted")
+    expected = math.prod(shape) * dtype.itemsize
+    held = info.file_size - header_bytes
+    if expected != held:
+        raise _reject(
+            f"member {member!r} declares shape {list(shape)} of {dtype} ({expected} bytes) but "
+            f"holds {held} bytes; the file is truncated or its header is wrong"
+        )
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, upload_bytes: int) -> np.ndarray:
+    member = name.removesuffix(".npy")
     info = archive.getinfo(name)
-    member = name[:-4]
-    if info.compress_size and info.file_size / max(info.compress_size, 1) > MAX_COMPRESSION_RATIO:
+    # The zip directory's sizes are claims too: the compressed size must fit in the upload, and
+    # the uncompressed size (which bounds every allocation below) within a sane ratio of it.
+    if info.compress_size > upload_bytes:
         raise _reject(
-            f"member {member!r} is compressed {info.file_size // info.compress_size}x; "
-            "refusing a likely zip bomb"
+            f"member {member!r} claims {info.compress_size} compressed bytes in a file of "
+            f"{upload_bytes}; the archive is truncated or corrupt"
         )
-    with archive.open(info) as stream:
-        shape, dtype, _ = _read_header(stream, member)
-        header_bytes = stream.tell()  # type: ignore[attr-defined]
-        if dtype.hasobject or dtype.fields is not None:
-            raise _reject(
-                f"member {member!r} has dtype {dtype}: object and structured arrays are "
-                "refused (they would need unpickling); save plain numeric arrays"
-            )
-        if dtype.kind not in "biuf":
-            raise _reject(f"member {member!r} has dtype {dtype}; only numbers are accepted")
-        expected = math.prod(shape) * dtype.itemsize
-        if expected != info.file_size - header_bytes:
-            raise _reject(
-                f"member {member!r} declares shape {list(shape)} of {dtype} "
-                f"({expected} bytes) but holds {info.file_size - header_bytes} bytes; "
-                "the file is truncated or its header is wrong"
-            )
-    with archive.open(info) as stream:
-        try:
-            return np.asarray(np.load(io.BytesIO(stream.read()), allow_pickle=False))
-        except Exception as exc:
-            raise _reject(f"member {member!r} could not be read: {exc}") from exc
-
-
-def _labels(y: np.ndarray, rows: int, where: str) -> np.ndarray:
-    if y.ndim != 1 or len(y) != rows:
+    if info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
         raise _reject(
-            f"{where} has shape {list(y.shape)}; labels must be shaped [{rows}], one per row of x"
+            f"member {member!r} expands {info.file_size} bytes from {info.compress_size} "
+            f"(over {MAX_COMPRESSION_RATIO}x); refusing a likely zip bomb"
         )
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all() or not np.all(np.equal(np.mod(y, 1), 0)):
-            raise _reject(f"{where} holds non-integer values; labels are class numbers 0..K-1")
-    elif y.dtype.kind not in "biu":
-        raise _reject(f"{where} has dtype {y.dtype}; labels must be integers")
-    if len(y) and y.min() < 0:
-        raise _reject(f"{where} holds negative labels (min {int(y.min())}); labels are 0..K-1")
-    return y.astype(np.int64)
+    try:
+        _check_header(archive, info, member)
+        with archive.open(info) as stream:
+            return npy_format.read_array(stream, allow_pickle=False)
+    except DatasetRejected:
+        raise
+    except Exception as exc:  # any parser error on hostile bytes is the file's fault
+        raise _reject(
+            f"member {member!r} is not a readable .npy array ({exc}); the file may be "
+            "truncated or corrupt"
+        ) from exc
 
 
 def _parse_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise _reject("the file is not a readable NPZ (zip) archive") from exc
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        raise _reject(
+            "the file is not a readable NPZ (zip) archive; it may be truncated. "
+            "Save it with np.savez(f, x=inputs, y=labels)"
+        ) from exc
     with archive:
         names = archive.namelist()
-        extra = sorted(n for n in names if n not in ("x.npy", "y.npy"))
+        extra = sorted({n.removesuffix(".npy") for n in names if n not in _NPZ_MEMBERS})
         if extra:
             raise _reject(
-                f"unexpected members {extra}; an NPZ dataset holds `x` and optionally `y`"
+                f"unexpected members {extra}; an NPZ dataset holds `x` and optionally `y` only"
             )
+        if len(names) != len(set(names)):
+            raise _reject("the archive lists a member twice; save it again with np.savez")
         if "x.npy" not in names:
             raise _reject("the NPZ has no `x` array; save it with np.savez(f, x=inputs, y=labels)")
-        x = _checked_member(archive, "x.npy")
-        y = _checked_member(archive, "y.npy") if "y.npy" in names else None
+        size = path.stat().st_size
+        x = _read_member(archive, "x.npy", size)
+        y = _read_member(archive, "y.npy", size) if "y.npy" in names else None
     if x.ndim < 2:
-        raise _reject(f"`x` has shape {list(x.shape)}; expected (rows, features...)")
+        raise _reject(
+            f"`x` has shape {list(x.shape)}; expected (rows, features...) with at least 2 "
+            "dimensions (reshape a single feature to (N, 1))"
+        )
     return x, y
+
+
+# ---- CSV ----------------------------------------------------------------------------------
 
 
 def _number(cell: str, row: int, column: str) -> float:
@@ -132,83 +158,151 @@ def _number(cell: str, row: int, column: str) -> float:
         raise _reject(f"row {row}, column {column!r}: {cell[:40]!r} is not a number") from None
 
 
-def _parse_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _label(cell: str, row: int) -> int:
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        return int(cell)
+    except ValueError:
+        pass
+    try:
+        value = float(cell)
+    except ValueError:
+        value = math.nan
+    if not value.is_integer():
+        raise _reject(
+            f"row {row}: label {cell[:40]!r} is not an integer; labels are class numbers 0..K-1"
+        )
+    return int(value)
+
+
+def _parse_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    features = array("f")  # 4 bytes a value, not a Python float object per cell
+    labels = array("q")
+    rows = 0
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
-            header = next(reader, None)
-            if not header:
-                raise _reject("the CSV is empty; the first row must name the columns")
-            header = [h.strip() for h in header]
+            header = [h.strip() for h in next(reader, [])]
+            if not any(header):
+                raise _reject("the CSV has no header; its first row must name the columns")
             if label_column is not None and label_column not in header:
                 raise _reject(
-                    f"no column {label_column!r}; the columns are {header[:50]}",
+                    f"no column {label_column!r} in the CSV; its columns are {header[:50]}",
                     field="label_column",
                 )
-            label = (
-                label_column
-                if label_column is not None
-                else ("label" if "label" in header else None)
-            )
-            label_at = header.index(label) if label is not None else None
-            features: list[list[float]] = []
-            labels: list[float] = []
+            if label_column is None and "label" in header:
+                label_column = "label"
+            label_at = header.index(label_column) if label_column is not None else None
+            feature_columns = [(i, h) for i, h in enumerate(header) if i != label_at]
+            if not feature_columns:
+                raise _reject("the CSV has no feature columns besides the label")
             for number, row in enumerate(reader, start=2):
                 if not row:
-                    continue
+                    continue  # a blank line
                 if len(row) != len(header):
                     raise _reject(
-                        f"row {number} has {len(row)} cells; the header has {len(header)}"
+                        f"row {number} has {len(row)} cells but the header has {len(header)}; "
+                        "every row needs one value per column"
                     )
-                values = [_number(c, number, header[i]) for i, c in enumerate(row) if i != label_at]
-                features.append(values)
+                features.extend(_number(row[i], number, name) for i, name in feature_columns)
                 if label_at is not None:
-                    value = _number(row[label_at], number, header[label_at])
-                    if not value.is_integer():
-                        raise _reject(f"row {number}: label {row[label_at]!r} is not an integer")
-                    labels.append(value)
+                    labels.append(_checked_label(_label(row[label_at], number), number))
+                rows += 1
     except UnicodeDecodeError as exc:
-        raise _reject("the file is neither an NPZ archive nor UTF-8 CSV text") from exc
+        raise _reject("the CSV is not UTF-8 text; save it as UTF-8") from exc
     except csv.Error as exc:
         raise _reject(f"the CSV could not be parsed: {exc}") from exc
-    width = len(header) - (1 if label_at is not None else 0)
-    x = np.asarray(features, dtype=np.float32).reshape(len(features), width)
-    y = np.asarray(labels, dtype=np.float64) if label_at is not None else None
+    x = np.frombuffer(features, dtype=np.float32).reshape(rows, len(feature_columns))
+    y = np.frombuffer(labels, dtype=np.int64) if label_at is not None else None
     return x, y
+
+
+def _checked_label(value: int, row: int) -> int:
+    if value < 0:
+        raise _reject(f"row {row}: label {value} is negative; labels are class numbers 0..K-1")
+    if value >= MAX_CLASSES:
+        raise _reject(f"row {row}: label {value} is too large (at most {MAX_CLASSES - 1})")
+    return value
+
+
+# ---- both formats -------------------------------------------------------------------------
+
+
+def _labels(y: np.ndarray, rows: int, where: str) -> np.ndarray:
+    if y.ndim != 1 or len(y) != rows:
+        raise _reject(
+            f"{where} has shape {list(y.shape)}; labels must be shaped [{rows}], one per row of x"
+        )
+    if y.dtype.kind == "f":
+        if not bool(np.isfinite(y).all()) or not bool(np.all(np.mod(y, 1) == 0)):
+            raise _reject(f"{where} holds non-integer values; labels are class numbers 0..K-1")
+    elif y.dtype.kind not in "biu":
+        raise _reject(f"{where} has dtype {y.dtype}; labels must be integers")
+    if rows and y.min() < 0:
+        raise _reject(f"{where} holds negative labels (min {y.min()}); labels are 0..K-1")
+    if rows and y.max() >= MAX_CLASSES:
+        raise _reject(f"{where} holds a label of {y.max()}; at most {MAX_CLASSES - 1} is accepted")
+    return y.astype(np.int64)
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _write_canonical(out_dir: Path, x: np.ndarray, y: np.ndarray | None) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    canonical = out_dir / CANONICAL_NAME
+    partial = out_dir / f".{CANONICAL_NAME}.partial"
+    with partial.open("wb") as out:
+        if y is not None:
+            np.savez(out, x=x, y=y)
+        else:
+            np.savez(out, x=x)
+    os.replace(partial, canonical)
+    return canonical
 
 
 def parse_dataset(
     path: Path, filename: str, out_dir: Path, label_column: str | None = None
 ) -> ParsedDataset:
+    """Check an uploaded NPZ or CSV and write it to `out_dir` as an uncompressed NPZ holding
+    `x` (float32, (N, *feature_shape)) and, when labeled, `y` (int64, (N,))."""
     with path.open("rb") as fh:
-        head = fh.read(4)
-    if head[:4] == b"PK\x03\x04":
+        head = fh.read(_SNIFF_BYTES)
+    if not head:
+        raise _reject("the file is empty")
+    if head.startswith(_ZIP_MAGICS):
         fmt = "npz"
         x, y = _parse_npz(path)
-    elif not head:
-        raise _reject("the file is empty")
-    else:
+    elif filename.lower().endswith(".csv") or _looks_like_text(head):
         fmt = "csv"
         x, y = _parse_csv(path, label_column)
+    elif head.startswith(_NPY_MAGIC):
+        raise _reject("this is a bare .npy array; save x (and y) together with np.savez")
+    elif filename.lower().endswith(".npz"):
+        raise _reject("the file is not a zip archive, so not an NPZ; it may be truncated")
+    else:
+        raise _reject("the file is neither an NPZ archive nor UTF-8 CSV text")
     rows = int(x.shape[0])
     if rows == 0:
         raise _reject("the dataset is empty (0 rows)")
     if 0 in x.shape[1:]:
-        raise _reject(f"`x` has shape {list(x.shape)}: every row needs at least one feature")
+        raise _reject(f"`x` has shape {list(x.shape)}; every row needs at least one feature")
+    bad = int(np.count_nonzero(~np.isfinite(x)))
+    if bad:
+        raise _reject(f"`x` holds {bad} NaN or infinite values; drop or impute them first")
     x = x.astype(np.float32)
     bad = int(np.count_nonzero(~np.isfinite(x)))
     if bad:
-        raise _reject(f"`x` holds {bad} NaN or infinite values; clean or impute them first")
-    labels = (
-        _labels(y, rows, "`y`" if fmt == "npz" else "the label column") if y is not None else None
-    )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    canonical = out_dir / CANONICAL_NAME
-    with canonical.open("wb") as out:
-        if labels is not None:
-            np.savez(out, x=x, y=labels)
-        else:
-            np.savez(out, x=x)
+        raise _reject(f"`x` holds {bad} values too large for float32; rescale the features")
+    where = "`y`" if fmt == "npz" else f"the label column {label_column or 'label'!r}"
+    labels = _labels(y, rows, where) if y is not None else None
+    canonical = _write_canonical(out_dir, x, labels)
     counts = None
     if labels is not None:
         values, numbers = np.unique(labels, return_counts=True)
@@ -225,7 +319,7 @@ def parse_dataset(
 
 
 def load_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Load a canonical dataset written by parse_dataset."""
+    """Load a canonical dataset written by parse_dataset: (x float32, y int64 or None)."""
     with np.load(path, allow_pickle=False) as data:
         x = data["x"].astype(np.float32, copy=False)
         y = data["y"].astype(np.int64, copy=False) if "y" in data.files else None
