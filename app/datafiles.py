@@ -175,7 +175,7 @@ def _label(cell: str, row: int) -> int:
 
 
 def _parse_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
-    features = array("f")  # 4 bytes a value, not a Python float object per cell
+    features = array("d")  # 8 bytes a value, not a Python float object per cell
     labels = array("q")
     rows = 0
     try:
@@ -205,22 +205,23 @@ def _parse_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.nda
                     )
                 features.extend(_number(row[i], number, name) for i, name in feature_columns)
                 if label_at is not None:
-                    labels.append(_checked_label(_label(row[label_at], number), number))
+                    labels.append(_checked_label(row[label_at], number))
                 rows += 1
     except UnicodeDecodeError as exc:
         raise _reject("the CSV is not UTF-8 text; save it as UTF-8") from exc
     except csv.Error as exc:
         raise _reject(f"the CSV could not be parsed: {exc}") from exc
-    x = np.frombuffer(features, dtype=np.float32).reshape(rows, len(feature_columns))
+    x = np.frombuffer(features, dtype=np.float64).reshape(rows, len(feature_columns))
     y = np.frombuffer(labels, dtype=np.int64) if label_at is not None else None
     return x, y
 
 
-def _checked_label(value: int, row: int) -> int:
+def _checked_label(cell: str, row: int) -> int:
+    value = _label(cell, row)
     if value < 0:
-        raise _reject(f"row {row}: label {value} is negative; labels are class numbers 0..K-1")
+        raise _reject(f"row {row}: label {cell!r} is negative; labels are class numbers 0..K-1")
     if value >= MAX_CLASSES:
-        raise _reject(f"row {row}: label {value} is too large (at most {MAX_CLASSES - 1})")
+        raise _reject(f"row {row}: label {cell[:40]!r} is too large (at most {MAX_CLASSES - 1})")
     return value
 
 
@@ -296,7 +297,8 @@ def parse_dataset(
     bad = int(np.count_nonzero(~np.isfinite(x)))
     if bad:
         raise _reject(f"`x` holds {bad} NaN or infinite values; drop or impute them first")
-    x = x.astype(np.float32)
+    with np.errstate(over="ignore"):  # counted just below
+        x = x.astype(np.float32)
     bad = int(np.count_nonzero(~np.isfinite(x)))
     if bad:
         raise _reject(f"`x` holds {bad} values too large for float32; rescale the features")

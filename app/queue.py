@@ -33,6 +33,7 @@ def make_celery(settings: Settings) -> Celery:
             "data_folder_in": queue,
             "data_folder_out": queue,
             "processed_folder": str(settings.broker_folder / "processed"),
+            "control_folder": str(settings.broker_folder / "control"),
             "store_processed": False,
         }
     else:

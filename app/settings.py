@@ -78,6 +78,7 @@ class Settings(BaseSettings):
         if self.embedded_broker:
             (self.broker_folder / "queue").mkdir(parents=True, exist_ok=True)
             (self.broker_folder / "processed").mkdir(parents=True, exist_ok=True)
+            (self.broker_folder / "control").mkdir(parents=True, exist_ok=True)
 
 
 @lru_cache
