@@ -84,6 +84,9 @@ def test_distill_end_to_end(
     elapsed = time.monotonic() - submitted
     assert job["status"] == "succeeded", f"{job}\n{service.tail()}"
     assert job["stage"] == "done" and job["epoch"] == 25
+    for key in ("created_at", "started_at", "finished_at"):
+        assert job[key].endswith(("Z", "+00:00")), f"{key} must carry its zone: {job[key]}"
+    assert job["created_at"] <= job["started_at"] <= job["finished_at"]
     assert seen_running, "never saw the job running with an epoch"
     assert job["split"]["test"]["source"] == "test_dataset_id"
     assert job["split"]["validation"]["source"] == "held out of train"
@@ -91,6 +94,7 @@ def test_distill_end_to_end(
     listing = api.get(f"/v1/jobs/{job['id']}/artifacts").json()
     names = {a["name"] for a in listing["data"]}
     assert names == {"student.onnx", "student.safetensors", "metrics.json"}
+    assert all(a["created_at"].endswith(("Z", "+00:00")) for a in listing["data"])
 
     metrics = api.get(f"/v1/jobs/{job['id']}/artifacts/metrics.json").json()
     onnx_file = tmp_path / "student.onnx"
