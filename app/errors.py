@@ -93,7 +93,13 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "form", "header")]
+    # Drop where the value came from and pydantic's union-member tags ("list[int]",
+    # "literal['a','b']"), which name a type, not a field the user wrote.
+    parts = [
+        str(p)
+        for p in loc
+        if p not in ("body", "query", "path", "form", "header") and "[" not in str(p)
+    ]
     return ".".join(parts) or "body"
 
 
@@ -104,10 +110,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            FieldProblem(field=_field_path(tuple(e.get("loc", ()))), message=str(e.get("msg")))
-            for e in exc.errors()
-        ]
+        errors: list[FieldProblem] = []
+        for e in exc.errors():
+            problem = FieldProblem(
+                field=_field_path(tuple(e.get("loc", ()))), message=str(e["msg"])
+            )
+            if problem not in errors:
+                errors.append(problem)
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or "invalid request"
         return problem_response(
             Problem(

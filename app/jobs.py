@@ -15,6 +15,8 @@ from app.schemas import JobCreate
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 # Below this many labeled rows a held-out split of train says nothing useful.
 MIN_ROWS_FOR_SPLIT = 20
+# Training rows (labeled and transfer) are held in memory as float32 by the worker.
+MAX_TRAINING_GIB = 2
 
 
 def _dataset(session: Session, field: str, dataset_id: str) -> Dataset:
@@ -24,7 +26,9 @@ def _dataset(session: Session, field: str, dataset_id: str) -> Dataset:
     return dataset
 
 
-def _check_matches_teacher(field: str, dataset: Dataset, teacher: Teacher) -> None:
+def _check_matches_teacher(
+    field: str, dataset: Dataset, teacher: Teacher, labels_matter: bool = True
+) -> None:
     if list(dataset.feature_shape) != list(teacher.input_shape):
         raise InvalidInput(
             f"dataset {dataset.id} has feature shape {dataset.feature_shape} but teacher "
@@ -33,7 +37,11 @@ def _check_matches_teacher(field: str, dataset: Dataset, teacher: Teacher) -> No
             field=field,
             code="shape_mismatch",
         )
-    if dataset.num_classes is not None and dataset.num_classes > teacher.num_classes:
+    if (
+        labels_matter
+        and dataset.num_classes is not None
+        and (dataset.num_classes > teacher.num_classes)
+    ):
         raise InvalidInput(
             f"dataset {dataset.id} has label {dataset.num_classes - 1} but teacher "
             f"{teacher.id} has {teacher.num_classes} classes (labels 0..{teacher.num_classes - 1})",
@@ -101,9 +109,38 @@ def validate_submission(session: Session, body: JobCreate) -> tuple[Teacher, Dat
                 "give validation_dataset_id and test_dataset_id",
                 field="train_dataset_id",
             )
+    _validate_transfer(session, body, teacher, train)
     if not math.isfinite(body.training.learning_rate):
         raise InvalidInput("must be a finite number", field="training.learning_rate")
     return teacher, train
+
+
+def _validate_transfer(session: Session, body: JobCreate, teacher: Teacher, train: Dataset) -> None:
+    rows = train.rows
+    for i, dataset_id in enumerate(body.transfer_dataset_ids):
+        field = f"transfer_dataset_ids.{i}"
+        dataset = _dataset(session, field, dataset_id)
+        _check_matches_teacher(field, dataset, teacher, labels_matter=False)
+        rows += dataset.rows
+    if body.transfer is None:
+        return
+    if "vae" in body.transfer.methods:
+        raise InvalidInput(
+            "the 'vae' generator is trained by cross-domain distillation, which this service "
+            "does not offer yet; synthesize with 'mixup', 'noise' or 'shift'",
+            field="transfer.synthesize",
+            code="not_available",
+        )
+    rows += body.transfer.size * len(body.transfer.methods)
+    features = math.prod(teacher.input_shape)
+    gib = rows * features * 4 / 1024**3
+    if gib > MAX_TRAINING_GIB:
+        raise InvalidInput(
+            f"training and transfer rows would take {gib:.1f} GiB as float32 "
+            f"({rows} rows x {features} features); at most {MAX_TRAINING_GIB} GiB: lower "
+            "transfer.size or use fewer transfer datasets",
+            field="transfer.size",
+        )
 
 
 def create_job(session: Session, body: JobCreate) -> Job:
@@ -122,6 +159,8 @@ def create_job(session: Session, body: JobCreate) -> Job:
             "student": body.student.model_dump(),
             "method": body.method.model_dump(),
             "training": body.training.model_dump(),
+            "transfer_dataset_ids": list(body.transfer_dataset_ids),
+            "transfer": body.transfer.model_dump() if body.transfer else None,
         },
         cancel_requested=False,
     )
@@ -180,4 +219,6 @@ def job_public(job: Job) -> dict[str, Any]:
         "method": job.spec["method"],
         "training": job.spec["training"],
         "split": job.split,
+        "transfer_dataset_ids": job.spec.get("transfer_dataset_ids", []),
+        "transfer": job.spec.get("transfer"),
     }

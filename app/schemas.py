@@ -75,9 +75,36 @@ class TrainingConfig(BaseModel):
 
     epochs: int = Field(default=20, ge=1, le=1000)
     batch_size: int = Field(default=128, ge=1, le=65536)
-    learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
+    learning_rate: float = Field(default=3e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
+SynthesisMethod = Literal["mixup", "noise", "shift", "vae"]
+
+
+class TransferConfig(BaseModel):
+    """Inputs the service makes from the training rows; the teacher labels them once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    synthesize: (
+        SynthesisMethod | Annotated[list[SynthesisMethod], Field(min_length=1, max_length=4)]
+    ) = Field(
+        description="mixup: convex pairs with Beta(mixup_alpha) weights; noise: Gaussian noise "
+        "scaled per feature (noise_sigma x the feature's std); shift: moves by up to "
+        "shift_pixels along the spatial axes (Hinton's jitter). Several may be combined."
+    )
+    size: int = Field(default=50_000, ge=1, le=5_000_000, description="Rows per method.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    mixup_alpha: float = Field(default=1.0, gt=0.0, le=100.0)
+    noise_sigma: float = Field(default=0.5, gt=0.0, le=10.0)
+    shift_pixels: int = Field(default=2, ge=1, le=16)
+
+    @property
+    def methods(self) -> list[str]:
+        chosen = [self.synthesize] if isinstance(self.synthesize, str) else self.synthesize
+        return list(dict.fromkeys(chosen))
 
 
 class JobCreate(BaseModel):
@@ -90,6 +117,12 @@ class JobCreate(BaseModel):
     student: StudentConfig = StudentConfig()
     method: KDMethodConfig = KDMethodConfig()
     training: TrainingConfig = TrainingConfig()
+    transfer_dataset_ids: Annotated[list[str], Field(max_length=16)] = Field(
+        default_factory=list,
+        description="Unlabeled datasets whose rows the distillation term learns from, beside "
+        "the training rows (labels in them are ignored).",
+    )
+    transfer: TransferConfig | None = None
 
     @model_validator(mode="after")
     def _distinct_datasets(self) -> JobCreate:
@@ -126,6 +159,8 @@ class JobPublic(BaseModel):
     method: dict[str, Any]
     training: dict[str, Any]
     split: dict[str, Any] | None
+    transfer_dataset_ids: list[str]
+    transfer: dict[str, Any] | None
 
 
 class ArtifactPublic(BaseModel):

@@ -6,7 +6,7 @@ import json
 import logging
 import shutil
 import socket
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +21,24 @@ from app.settings import Settings, get_settings
 from app.storage import cached_blob, store_file
 from worker.engine import (
     ArraySplit,
+    DiskLogitCache,
     DistillConfig,
     EpochRecord,
     ExportCheckFailed,
     KDMethod,
     Splits,
     StudentSpec,
+    SynthesisSpec,
     TeacherRejected,
     TrainingSpec,
+    TransferRows,
     distill,
     export_onnx,
     load_teacher,
     random_split,
     save_safetensors,
     stratified_split,
+    synthesize,
 )
 
 log = logging.getLogger(__name__)
@@ -156,6 +160,14 @@ def _fetch(settings: Settings, job_id: str) -> dict[str, Any]:
         ):
             dataset = session.get(Dataset, dataset_id) if dataset_id else None
             found[role] = cached_blob(_blob(session, dataset.blob_id), cache) if dataset else None
+        found["transfer_paths"] = []
+        for dataset_id in job.spec.get("transfer_dataset_ids", []):
+            dataset = session.get(Dataset, dataset_id)
+            if dataset is None:
+                raise JobInputError("unknown_id", f"transfer dataset {dataset_id} is gone")
+            found["transfer_paths"].append(
+                (dataset_id, cached_blob(_blob(session, dataset.blob_id), cache))
+            )
         return found
 
 
@@ -218,6 +230,28 @@ def build_splits(
     return splits, report
 
 
+def transfer_rows(
+    datasets: list[tuple[str, Path]], transfer: dict[str, Any] | None, splits: Splits
+) -> tuple[TransferRows, ...]:
+    """Rows from transfer datasets, then rows synthesized from the training split only."""
+    parts = [
+        TransferRows(source=dataset_id, x=load_arrays(path)[0]) for dataset_id, path in datasets
+    ]
+    if transfer:
+        methods = transfer["synthesize"]
+        for method in dict.fromkeys([methods] if isinstance(methods, str) else methods):
+            spec = SynthesisSpec(
+                method=method,
+                size=int(transfer["size"]),
+                seed=int(transfer["seed"]),
+                mixup_alpha=float(transfer["mixup_alpha"]),
+                noise_sigma=float(transfer["noise_sigma"]),
+                shift_pixels=int(transfer["shift_pixels"]),
+            )
+            parts.append(TransferRows(source=method, x=synthesize(splits.train.x, spec)))
+    return tuple(parts)
+
+
 def _config(spec: dict[str, Any]) -> DistillConfig:
     student, method, training = spec["student"], spec["method"], spec["training"]
     return DistillConfig(
@@ -250,6 +284,10 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
     _set_state(job_id, split=split_report)
     if len(splits.test.x) == 0 or len(splits.validation.x) == 0:
         raise JobInputError("split_empty", "the held-out split is empty; upload more rows")
+    transfer = spec.get("transfer")
+    if found["transfer_paths"] or transfer:
+        _stage(job_id, "transfer_set")
+        splits = replace(splits, transfer=transfer_rows(found["transfer_paths"], transfer, splits))
 
     history: list[dict[str, Any]] = []
 
@@ -260,12 +298,14 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         )
         _check_cancel(job_id)
 
+    logit_cache = DiskLogitCache(settings.resolved_cache_dir / "teacher_outputs")
     outcome = distill(
         _config(spec),
         teacher,
         splits,
         on_epoch=on_epoch,
         on_stage=lambda stage: _stage(job_id, stage),
+        cache=logit_cache,
     )
 
     _stage(job_id, "exporting")
@@ -281,6 +321,7 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         "onnx_opset": onnx.opset,
         "history": [asdict(r) for r in outcome.history],
         "split": split_report,
+        "teacher_output_cache": {"hits": logit_cache.hits, "misses": logit_cache.misses},
         "teacher": {
             **found["teacher_info"],
             "input_shape": list(teacher.input_shape),
@@ -289,6 +330,10 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         "student": spec["student"],
         "method": spec["method"],
         "training": spec["training"],
+        "transfer_spec": {
+            "transfer_dataset_ids": spec.get("transfer_dataset_ids", []),
+            "synthesize": spec.get("transfer"),
+        },
     }
     (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
 

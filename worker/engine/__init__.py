@@ -1,9 +1,10 @@
 """The distillation engine: a plain library (no web framework, database or queue)."""
 
 from worker.engine.config import DistillConfig, KDMethod, StudentSpec, TrainingSpec
-from worker.engine.data import ArraySplit, Splits, random_split, stratified_split
+from worker.engine.data import ArraySplit, Splits, TransferRows, random_split, stratified_split
 from worker.engine.export import ExportCheckFailed, OnnxExport, export_onnx, save_safetensors
-from worker.engine.losses import KDLoss, kd_loss
+from worker.engine.logit_cache import DiskLogitCache, LogitCache
+from worker.engine.losses import UNLABELED, KDLoss, kd_loss
 from worker.engine.students import build_student, count_parameters
 from worker.engine.teachers import (
     Teacher,
@@ -19,8 +20,15 @@ from worker.engine.training import (
     distill,
     predict_logits,
 )
+from worker.engine.transfer import SynthesisSpec, synthesize
 
 __all__ = [
+    "UNLABELED",
+    "DiskLogitCache",
+    "LogitCache",
+    "SynthesisSpec",
+    "TransferRows",
+    "synthesize",
     "ArraySplit",
     "DistillConfig",
     "DistillOutcome",

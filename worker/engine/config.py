@@ -27,7 +27,7 @@ class KDMethod:
 class TrainingSpec:
     epochs: int = 20
     batch_size: int = 128
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     weight_decay: float = 0.0
     seed: int = 0
 

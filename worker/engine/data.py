@@ -14,10 +14,19 @@ class ArraySplit:
 
 
 @dataclass(frozen=True)
+class TransferRows:
+    """Unlabeled inputs for the distillation term, and where they came from."""
+
+    source: str  # a dataset id, or "mixup" / "noise" / "shift"
+    x: np.ndarray
+
+
+@dataclass(frozen=True)
 class Splits:
     train: ArraySplit
     validation: ArraySplit
     test: ArraySplit
+    transfer: tuple[TransferRows, ...] = ()
 
 
 def _counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int]:

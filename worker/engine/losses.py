@@ -7,11 +7,15 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+#: Label of a transfer row: the soft term learns from it, the hard term skips it.
+UNLABELED = -1
+
 
 class KDLoss(NamedTuple):
     total: torch.Tensor
     hard: torch.Tensor
     soft: torch.Tensor
+    soft_rows: torch.Tensor  # per-row soft term, for reporting labeled vs transfer rows
 
 
 def kd_loss(
@@ -23,14 +27,20 @@ def kd_loss(
 ) -> KDLoss:
     """alpha * CE(y, z) + (1 - alpha) * T^2 * KL(p_T || q_T), KL averaged over the batch.
 
-    T^2 keeps the soft gradients' scale independent of T; "batchmean" (not "mean") because
-    "mean" would also divide by the number of classes."""
+    T^2 keeps the soft gradients' scale independent of T; the KL is a mean over rows
+    ("batchmean"), not over elements, which would also divide by the number of classes.
+    Rows labeled UNLABELED (transfer rows) count in the soft term only."""
     log_q = F.log_softmax(student_logits / temperature, dim=1)
     log_p = F.log_softmax(teacher_logits / temperature, dim=1)
-    soft = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * temperature**2
+    soft_rows = (log_p.exp() * (log_p - log_q)).sum(dim=1) * temperature**2
+    soft = soft_rows.mean()
     if labels is None or alpha == 0:
         hard = torch.zeros((), device=student_logits.device)
     else:
-        hard = F.cross_entropy(student_logits, labels)
+        labeled = (labels != UNLABELED).sum().clamp(min=1)
+        hard = (
+            F.cross_entropy(student_logits, labels, ignore_index=UNLABELED, reduction="sum")
+            / labeled
+        )
     total = alpha * hard + (1.0 - alpha) * soft
-    return KDLoss(total=total, hard=hard, soft=soft)
+    return KDLoss(total=total, hard=hard, soft=soft, soft_rows=soft_rows)

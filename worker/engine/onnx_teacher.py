@@ -39,6 +39,7 @@ def _as_matrix(value: Any) -> np.ndarray | None:
 
 class OnnxTeacher:
     format = "onnx"
+    fingerprint: str | None = None
 
     def __init__(self, path: Path) -> None:
         import onnx

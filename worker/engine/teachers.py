@@ -31,6 +31,7 @@ class Teacher(Protocol):
     parameters: int
     output_name: str
     output_kind: OutputKind
+    fingerprint: str | None  # sha256 of the file: keys the cache of its outputs
 
     def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray: ...
 
@@ -109,12 +110,19 @@ def sniff_format(path: Path) -> str:
 
 
 def load_teacher(path: Path) -> Teacher:
-    fmt = sniff_format(path)
-    if fmt == "pt2":
-        return Pt2Teacher(path)
-    from worker.engine.onnx_teacher import OnnxTeacher
+    from worker.engine.logit_cache import file_fingerprint
 
-    return OnnxTeacher(path)
+    fmt = sniff_format(path)
+    teacher: Teacher
+    if fmt == "pt2":
+        teacher = Pt2Teacher(path)
+    else:
+        from worker.engine.onnx_teacher import OnnxTeacher
+
+        teacher = OnnxTeacher(path)
+    # Identifies the teacher in the cache of its outputs.
+    teacher.fingerprint = file_fingerprint(path)
+    return teacher
 
 
 def inspect_teacher(path: Path) -> dict[str, Any]:
@@ -135,6 +143,7 @@ class Pt2Teacher:
     """A program saved with torch.export.save, loaded without unpickling anything."""
 
     format = "pt2"
+    fingerprint: str | None = None
 
     def __init__(self, path: Path) -> None:
         import torch

@@ -13,7 +13,8 @@ from torch import nn
 
 from worker.engine.config import DistillConfig
 from worker.engine.data import Splits
-from worker.engine.losses import kd_loss
+from worker.engine.logit_cache import LogitCache, teacher_logits
+from worker.engine.losses import UNLABELED, kd_loss
 from worker.engine.students import build_student, count_parameters, default_device
 from worker.engine.teachers import Teacher
 
@@ -26,6 +27,10 @@ class EpochRecord:
     soft_loss: float
     validation_accuracy: float | None
     seconds: float
+    # The soft term split by where rows came from: how well the student follows the teacher
+    # on the labeled rows and on the transfer rows (None without transfer rows).
+    soft_loss_labeled: float | None = None
+    soft_loss_transfer: float | None = None
 
 
 @dataclass
@@ -69,6 +74,7 @@ def distill(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     on_stage: Callable[[str], None] | None = None,
     device: str | None = None,
+    cache: LogitCache | None = None,
 ) -> DistillOutcome:
     """Train a student on the teacher's softened outputs; evaluate on the test split.
 
@@ -78,10 +84,14 @@ def distill(
     train, hp, method = config.training, config.training, config.method
 
     stage("teacher_outputs")
-    # The teacher's outputs are computed once: nothing random reaches its input per epoch.
-    teacher_train = teacher.logits(splits.train.x)
-    teacher_val = teacher.logits(splits.validation.x)
-    teacher_test = teacher.logits(splits.test.x)
+    # The teacher's outputs are computed once (and cached across jobs when a cache is given):
+    # nothing random reaches the teacher's input per epoch.
+    teacher_train = teacher_logits(teacher, splits.train.x, cache)
+    teacher_val = teacher_logits(teacher, splits.validation.x, cache)
+    teacher_test = teacher_logits(teacher, splits.test.x, cache)
+    transfer_x = [part.x for part in splits.transfer]
+    teacher_transfer = [teacher_logits(teacher, part, cache) for part in transfer_x]
+    labeled_rows = len(splits.train.x)
 
     stage("training")
     torch.manual_seed(train.seed)
@@ -89,13 +99,20 @@ def distill(
     optimizer = torch.optim.Adam(
         student.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay
     )
-    x = torch.as_tensor(splits.train.x, dtype=torch.float32, device=run_on)
-    targets = torch.as_tensor(teacher_train, dtype=torch.float32, device=run_on)
-    labels = (
-        torch.as_tensor(splits.train.y, dtype=torch.long, device=run_on)
-        if splits.train.y is not None and method.alpha > 0
-        else None
+    x = torch.as_tensor(
+        np.concatenate([splits.train.x, *transfer_x]), dtype=torch.float32, device=run_on
     )
+    targets = torch.as_tensor(
+        np.concatenate([teacher_train, *teacher_transfer]), dtype=torch.float32, device=run_on
+    )
+    zero = torch.zeros((), device=run_on)
+    is_transfer = torch.zeros(len(x), dtype=torch.float32, device=run_on)
+    is_transfer[labeled_rows:] = 1.0
+    transfer_rows = len(x) - labeled_rows
+    labels = None
+    if splits.train.y is not None and method.alpha > 0:
+        labels = torch.full((len(x),), UNLABELED, dtype=torch.long, device=run_on)
+        labels[:labeled_rows] = torch.as_tensor(splits.train.y, dtype=torch.long, device=run_on)
     shuffle = torch.Generator(device="cpu").manual_seed(train.seed)
     n = len(x)
     history: list[EpochRecord] = []
@@ -104,7 +121,7 @@ def distill(
         epoch_start = time.perf_counter()
         student.train()
         order = torch.randperm(n, generator=shuffle).to(run_on)
-        sums = torch.zeros(3, device=run_on)
+        sums = torch.zeros(4, device=run_on)
         for start in range(0, n, hp.batch_size):
             idx = order[start : start + hp.batch_size]
             if len(idx) < 2 and n > 1 and config.student.batch_norm:
@@ -120,10 +137,20 @@ def distill(
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             optimizer.step()
+            rows = len(idx)
+            soft_transfer = (
+                (loss.soft_rows.detach() * is_transfer[idx]).sum() if transfer_rows else zero
+            )
             sums += torch.stack(
-                [loss.total.detach(), loss.hard.detach(), loss.soft.detach()]
-            ) * len(idx)
-        means = (sums / n).tolist()
+                [
+                    loss.total.detach() * rows,
+                    loss.hard.detach() * rows,
+                    loss.soft.detach() * rows,
+                    soft_transfer,
+                ]
+            )
+        total, hard, soft, soft_transfer_sum = sums.tolist()
+        means = [total / n, hard / n, soft / n]
         val_logits = predict_logits(student, splits.validation.x, device=run_on)
         val_acc = accuracy(val_logits, splits.validation.y)
         if val_acc is None and len(val_logits):
@@ -135,6 +162,8 @@ def distill(
             soft_loss=means[2],
             validation_accuracy=val_acc,
             seconds=time.perf_counter() - epoch_start,
+            soft_loss_labeled=(soft - soft_transfer_sum) / labeled_rows if transfer_rows else None,
+            soft_loss_transfer=soft_transfer_sum / transfer_rows if transfer_rows else None,
         )
         history.append(record)
         if on_epoch is not None:
@@ -153,5 +182,10 @@ def distill(
         "train_seconds": train_seconds,
         "device": str(run_on),
         "test_rows": len(splits.test.x),
+        "transfer": {
+            "labeled_rows": labeled_rows,
+            "transfer_rows": transfer_rows,
+            "sources": {part.source: len(part.x) for part in splits.transfer},
+        },
     }
     return DistillOutcome(student=student, history=history, metrics=metrics)

@@ -1,0 +1,140 @@
+"""The engine as a library: distill, export, and check against onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from worker.engine import (
+    ArraySplit,
+    DiskLogitCache,
+    DistillConfig,
+    KDMethod,
+    Splits,
+    StudentSpec,
+    TrainingSpec,
+    TransferRows,
+    build_student,
+    distill,
+    export_onnx,
+    load_teacher,
+)
+
+
+@pytest.fixture(scope="module")
+def teacher_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Splits]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16).astype(np.float32)[:, None]
+    y = digits.target.astype(np.int64)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)
+    )
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    xt, yt = torch.from_numpy(x[:1200]), torch.from_numpy(y[:1200])
+    for _ in range(20):
+        for idx in torch.randperm(1200).split(64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+    path = tmp_path_factory.mktemp("t") / "teacher.onnx"
+    torch.onnx.export(
+        model.eval(),
+        (xt[:2],),
+        str(path),
+        external_data=False,
+        dynamo=True,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        verbose=False,
+    )
+    splits = Splits(
+        ArraySplit(x[:1000], y[:1000]),
+        ArraySplit(x[1000:1200], y[1000:1200]),
+        ArraySplit(x[1200:], y[1200:]),
+    )
+    return path, splits
+
+
+def test_distill_reports_and_exports(teacher_and_data: tuple[Path, Splits], tmp_path: Path) -> None:
+    path, splits = teacher_and_data
+    teacher = load_teacher(path)
+    seen: list[int] = []
+    stages: list[str] = []
+    config = DistillConfig(StudentSpec(hidden_sizes=(32,)), KDMethod(4.0, 0.1), TrainingSpec(25))
+    outcome = distill(
+        config, teacher, splits, on_epoch=lambda r: seen.append(r.epoch), on_stage=stages.append
+    )
+    assert seen == list(range(1, 26))
+    assert stages == ["teacher_outputs", "training", "evaluating"]
+    m = outcome.metrics
+    assert m["student_accuracy"] > 0.85 and m["agreement"] > 0.85
+    assert m["student_parameters"] == 64 * 32 + 32 + 32 * 10 + 10
+    again = distill(config, teacher, splits)
+    assert again.metrics["student_accuracy"] == m["student_accuracy"], "seeded runs repeat"
+
+    export = export_onnx(outcome.student, (1, 8, 8), tmp_path / "s.onnx", sample=splits.test.x)
+    assert export.max_abs_diff < 1e-4 and export.bytes == (tmp_path / "s.onnx").stat().st_size
+    session = ort.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": splits.test.x})[0]
+    assert splits.test.y is not None
+    assert float((logits.argmax(1) == splits.test.y).mean()) == m["student_accuracy"]
+
+
+def test_callback_can_abort(teacher_and_data: tuple[Path, Splits]) -> None:
+    path, splits = teacher_and_data
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_two(record: object) -> None:
+        if record.epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        distill(
+            DistillConfig(training=TrainingSpec(50)),
+            load_teacher(path),
+            splits,
+            on_epoch=stop_at_two,
+        )
+
+
+def test_transfer_rows_and_the_output_cache(
+    teacher_and_data: tuple[Path, Splits], tmp_path: Path
+) -> None:
+    path, splits = teacher_and_data
+    teacher = load_teacher(path)
+    extra = TransferRows("more", splits.train.x[::2] + 0.05)
+    with_transfer = Splits(splits.train, splits.validation, splits.test, (extra,))
+    cache = DiskLogitCache(tmp_path / "cache")
+    config = DistillConfig(training=TrainingSpec(3))
+    outcome = distill(config, teacher, with_transfer, cache=cache)
+    assert cache.misses == 4 and cache.hits == 0
+    assert outcome.metrics["transfer"]["sources"] == {"more": 500}
+    assert outcome.history[-1].soft_loss_transfer is not None
+    distill(config, teacher, with_transfer, cache=cache)
+    assert cache.hits == 4
+
+
+@pytest.mark.parametrize(
+    ("spec", "shape"),
+    [
+        (StudentSpec("mlp", (16, 8), dropout=0.1, batch_norm=True), (1, 8, 8)),
+        (StudentSpec("cnn", channels=(4, 8)), (1, 8, 8)),
+        (StudentSpec("cnn", channels=(4,)), (2, 40)),
+    ],
+)
+def test_students_take_the_teacher_input(spec: StudentSpec, shape: tuple[int, ...]) -> None:
+    model = build_student(spec, shape, 7).eval()
+    assert model(torch.zeros(3, *shape)).shape == (3, 7)
+
+
+def test_cnn_needs_spatial_input() -> None:
+    with pytest.raises(ValueError, match="cnn"):
+        build_student(StudentSpec("cnn"), (40,), 3)

@@ -1,0 +1,66 @@
+"""kd_loss against values computed by hand with numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from worker.engine.losses import UNLABELED, kd_loss
+
+STUDENT = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+TEACHER = np.array([[3.0, 1.0, -2.0], [-1.0, 0.0, 2.0]])
+LABELS = np.array([0, 2])
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _by_hand(temperature: float, alpha: float) -> tuple[float, float, float]:
+    p = _softmax(TEACHER / temperature)
+    q = _softmax(STUDENT / temperature)
+    soft = float((p * (np.log(p) - np.log(q))).sum(axis=1).mean()) * temperature**2
+    hard = float(-np.log(_softmax(STUDENT)[np.arange(2), LABELS]).mean())
+    return alpha * hard + (1 - alpha) * soft, hard, soft
+
+
+@pytest.mark.parametrize(("temperature", "alpha"), [(1.0, 0.5), (4.0, 0.1), (20.0, 0.0)])
+def test_kd_loss_matches_hand_computation(temperature: float, alpha: float) -> None:
+    loss = kd_loss(
+        torch.tensor(STUDENT), torch.tensor(TEACHER), torch.tensor(LABELS), temperature, alpha
+    )
+    total, hard, soft = _by_hand(temperature, alpha)
+    assert loss.soft.item() == pytest.approx(soft, rel=1e-6)
+    assert loss.total.item() == pytest.approx(total, rel=1e-6)
+    if alpha > 0:
+        assert loss.hard.item() == pytest.approx(hard, rel=1e-6)
+
+
+def test_alpha_one_is_cross_entropy() -> None:
+    loss = kd_loss(torch.tensor(STUDENT), torch.tensor(TEACHER), torch.tensor(LABELS), 4.0, 1.0)
+    expected = F.cross_entropy(torch.tensor(STUDENT), torch.tensor(LABELS))
+    assert loss.total.item() == pytest.approx(expected.item())
+
+
+def test_temperature_squared_keeps_gradient_scale() -> None:
+    """Hinton's T^2: for large T the soft gradient approaches (z - v) / R, whatever T is."""
+    norms = []
+    for temperature in (10.0, 40.0):
+        z = torch.tensor(STUDENT, requires_grad=True)
+        kd_loss(z, torch.tensor(TEACHER), None, temperature, 0.0).total.backward()
+        assert z.grad is not None
+        norms.append(z.grad.norm().item())
+    assert norms[0] == pytest.approx(norms[1], rel=0.05)
+
+
+def test_unlabeled_rows_only_feed_the_soft_term() -> None:
+    labels = torch.tensor([0, UNLABELED])
+    loss = kd_loss(torch.tensor(STUDENT), torch.tensor(TEACHER), labels, 4.0, 0.5)
+    first_row_ce = F.cross_entropy(torch.tensor(STUDENT[:1]), torch.tensor([0]))
+    assert loss.hard.item() == pytest.approx(first_row_ce.item())
+    assert loss.soft_rows.shape == (2,)
+    all_unlabeled = torch.tensor([UNLABELED, UNLABELED])
+    assert kd_loss(torch.tensor(STUDENT), torch.tensor(TEACHER), all_unlabeled, 4.0, 0.5).hard == 0
