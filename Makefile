@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check app worker migrations tests
+	$(BIN)/ruff check app worker migrations tests bench
 	$(BIN)/mypy app worker
 
 compose-check:
