@@ -161,6 +161,7 @@ def create_job(session: Session, body: JobCreate) -> Job:
             "training": body.training.model_dump(),
             "transfer_dataset_ids": list(body.transfer_dataset_ids),
             "transfer": body.transfer.model_dump() if body.transfer else None,
+            "baseline": body.baseline,
         },
         cancel_requested=False,
     )
@@ -221,4 +222,5 @@ def job_public(job: Job) -> dict[str, Any]:
         "split": job.split,
         "transfer_dataset_ids": job.spec.get("transfer_dataset_ids", []),
         "transfer": job.spec.get("transfer"),
+        "baseline": job.spec.get("baseline", True),
     }

@@ -123,6 +123,11 @@ class JobCreate(BaseModel):
         "the training rows (labels in them are ignored).",
     )
     transfer: TransferConfig | None = None
+    baseline: bool = Field(
+        default=True,
+        description="Also train the same student from scratch (labeled rows, same budget and "
+        "seed) and report it beside the distilled one.",
+    )
 
     @model_validator(mode="after")
     def _distinct_datasets(self) -> JobCreate:
@@ -161,6 +166,7 @@ class JobPublic(BaseModel):
     split: dict[str, Any] | None
     transfer_dataset_ids: list[str]
     transfer: dict[str, Any] | None
+    baseline: bool
 
 
 class ArtifactPublic(BaseModel):

@@ -270,6 +270,7 @@ def _config(spec: dict[str, Any]) -> DistillConfig:
             weight_decay=float(training["weight_decay"]),
             seed=int(training["seed"]),
         ),
+        baseline=bool(spec.get("baseline", True)),
     )
 
 
@@ -290,12 +291,22 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         splits = replace(splits, transfer=transfer_rows(found["transfer_paths"], transfer, splits))
 
     history: list[dict[str, Any]] = []
+    scratch: list[dict[str, Any]] = []
+
+    def progress() -> dict[str, Any]:
+        latest = {"latest": history[-1]} if history else {}
+        if scratch:
+            latest["latest_scratch"] = scratch[-1]
+        return {**latest, "history": history, "history_scratch": scratch}
 
     def on_epoch(record: EpochRecord) -> None:
         history.append(asdict(record))
-        _set_state(
-            job_id, epoch=record.epoch, metrics={"latest": asdict(record), "history": history}
-        )
+        _set_state(job_id, epoch=record.epoch, metrics=progress())
+        _check_cancel(job_id)
+
+    def on_baseline_epoch(record: EpochRecord) -> None:
+        scratch.append(asdict(record))
+        _set_state(job_id, metrics=progress())
         _check_cancel(job_id)
 
     logit_cache = DiskLogitCache(settings.resolved_cache_dir / "teacher_outputs")
@@ -306,6 +317,7 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         on_epoch=on_epoch,
         on_stage=lambda stage: _stage(job_id, stage),
         cache=logit_cache,
+        on_baseline_epoch=on_baseline_epoch,
     )
 
     _stage(job_id, "exporting")
@@ -320,6 +332,7 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         "onnx_max_abs_diff": onnx.max_abs_diff,
         "onnx_opset": onnx.opset,
         "history": [asdict(r) for r in outcome.history],
+        "history_scratch": [asdict(r) for r in outcome.scratch_history],
         "split": split_report,
         "teacher_output_cache": {"hits": logit_cache.hits, "misses": logit_cache.misses},
         "teacher": {

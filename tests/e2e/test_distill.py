@@ -125,6 +125,15 @@ def test_distill_end_to_end(
         assert all(np.isfinite(h[key]) for h in history)
     assert history[-1]["loss"] < history[0]["loss"]
     assert job["metrics"]["student_accuracy"] == metrics["student_accuracy"]
+    # The same student from scratch, same rows, budget and seed, reported beside it.
+    assert job["baseline"] is True and metrics["baseline"] == "trained"
+    assert len(metrics["history_scratch"]) == 25
+    assert all(h["soft_loss"] == 0 for h in metrics["history_scratch"])
+    assert 0.5 < metrics["scratch_accuracy"] <= 1.0
+    expected_gap = (metrics["student_accuracy"] - metrics["scratch_accuracy"]) / (
+        metrics["teacher_accuracy"] - metrics["scratch_accuracy"]
+    )
+    assert metrics["gap_closed"] == pytest.approx(expected_gap)
 
     report = {
         "service": service.name,
@@ -149,6 +158,7 @@ def test_automatic_split_is_stratified_and_reported(
     train = service.upload_dataset(digits_files["train"]).json()
     body = {"teacher_id": teacher["id"], "train_dataset_id": train["id"]}
     body["training"] = {"epochs": 3}
+    body["baseline"] = False
     job = service.client.post("/v1/jobs", json=body).json()
     # Defaults filled in for everything but the ids.
     assert job["student"]["architecture"] == "mlp"
@@ -161,6 +171,8 @@ def test_automatic_split_is_stratified_and_reported(
     assert rows == train["rows"]
     assert 0.1 < split["test"]["rows"] / rows < 0.2
     assert job["metrics"]["student_accuracy"] > 0.5
+    assert job["metrics"]["scratch_accuracy"] is None and job["metrics"]["baseline"] == "off"
+    assert job["metrics"]["history_scratch"] == []
 
 
 def test_probability_teacher_from_scikit_learn(

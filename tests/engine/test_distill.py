@@ -71,7 +71,9 @@ def test_distill_reports_and_exports(teacher_and_data: tuple[Path, Splits], tmp_
         config, teacher, splits, on_epoch=lambda r: seen.append(r.epoch), on_stage=stages.append
     )
     assert seen == list(range(1, 26))
-    assert stages == ["teacher_outputs", "training", "evaluating"]
+    assert stages == ["teacher_outputs", "training", "baseline", "evaluating"]
+    assert len(outcome.scratch_history) == 25
+    assert outcome.metrics["scratch_accuracy"] > 0.8
     m = outcome.metrics
     assert m["student_accuracy"] > 0.85 and m["agreement"] > 0.85
     assert m["student_parameters"] == 64 * 32 + 32 + 32 * 10 + 10

@@ -37,3 +37,5 @@ class DistillConfig:
     student: StudentSpec = field(default_factory=StudentSpec)
     method: KDMethod = field(default_factory=KDMethod)
     training: TrainingSpec = field(default_factory=TrainingSpec)
+    # The same student trained from scratch in the same run, for comparison (METHODS.md §8).
+    baseline: bool = True

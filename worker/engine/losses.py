@@ -30,9 +30,12 @@ def kd_loss(
     T^2 keeps the soft gradients' scale independent of T; the KL is a mean over rows
     ("batchmean"), not over elements, which would also divide by the number of classes.
     Rows labeled UNLABELED (transfer rows) count in the soft term only."""
-    log_q = F.log_softmax(student_logits / temperature, dim=1)
-    log_p = F.log_softmax(teacher_logits / temperature, dim=1)
-    soft_rows = (log_p.exp() * (log_p - log_q)).sum(dim=1) * temperature**2
+    if alpha == 1:  # hard labels only (the scratch baseline): no need for the soft term
+        soft_rows = torch.zeros(len(student_logits), device=student_logits.device)
+    else:
+        log_q = F.log_softmax(student_logits / temperature, dim=1)
+        log_p = F.log_softmax(teacher_logits / temperature, dim=1)
+        soft_rows = (log_p.exp() * (log_p - log_q)).sum(dim=1) * temperature**2
     soft = soft_rows.mean()
     if labels is None or alpha == 0:
         hard = torch.zeros((), device=student_logits.device)

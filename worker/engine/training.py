@@ -38,6 +38,7 @@ class DistillOutcome:
     student: nn.Module
     history: list[EpochRecord]
     metrics: dict[str, Any]
+    scratch_history: list[EpochRecord]
 
 
 def accuracy(logits: np.ndarray, y: np.ndarray | None) -> float | None:
@@ -67,6 +68,93 @@ def predict_logits(
     return torch.cat(outs).numpy() if outs else np.zeros((0, 0), np.float32)
 
 
+@dataclass(frozen=True)
+class _TrainingRows:
+    """What one training run sees, already on the device."""
+
+    x: torch.Tensor
+    targets: torch.Tensor  # teacher logits, one row per input
+    labels: torch.Tensor | None  # UNLABELED for transfer rows; None: no hard term
+    is_transfer: torch.Tensor  # 1.0 on transfer rows, for reporting the soft term by source
+    labeled_rows: int
+
+
+def _fit(
+    student: nn.Module,
+    rows: _TrainingRows,
+    config: DistillConfig,
+    alpha: float,
+    validation: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+    on_epoch: Callable[[EpochRecord], None] | None,
+) -> list[EpochRecord]:
+    hp, temperature = config.training, config.method.temperature
+    device = rows.x.device
+    optimizer = torch.optim.Adam(
+        student.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay
+    )
+    shuffle = torch.Generator(device="cpu").manual_seed(hp.seed)
+    n = len(rows.x)
+    transfer_rows = n - rows.labeled_rows
+    zero = torch.zeros((), device=device)
+    val_x, val_y, teacher_val = validation
+    history: list[EpochRecord] = []
+    for epoch in range(1, hp.epochs + 1):
+        epoch_start = time.perf_counter()
+        student.train()
+        order = torch.randperm(n, generator=shuffle).to(device)
+        sums = torch.zeros(4, device=device)
+        for start in range(0, n, hp.batch_size):
+            idx = order[start : start + hp.batch_size]
+            if len(idx) < 2 and n > 1 and config.student.batch_norm:
+                continue  # batch norm cannot train on a single row
+            out = student(rows.x[idx])
+            labels = rows.labels[idx] if rows.labels is not None else None
+            loss = kd_loss(out, rows.targets[idx], labels, temperature, alpha)
+            optimizer.zero_grad(set_to_none=True)
+            loss.total.backward()
+            optimizer.step()
+            size = len(idx)
+            soft_transfer = (
+                (loss.soft_rows.detach() * rows.is_transfer[idx]).sum() if transfer_rows else zero
+            )
+            sums += torch.stack(
+                [
+                    loss.total.detach() * size,
+                    loss.hard.detach() * size,
+                    loss.soft.detach() * size,
+                    soft_transfer,
+                ]
+            )
+        total, hard, soft, soft_transfer_sum = sums.tolist()
+        val_logits = predict_logits(student, val_x, device=device)
+        val_acc = accuracy(val_logits, val_y)
+        if val_acc is None and len(val_logits):
+            val_acc = agreement(val_logits, teacher_val)
+        record = EpochRecord(
+            epoch=epoch,
+            loss=total / n,
+            hard_loss=hard / n,
+            soft_loss=soft / n,
+            validation_accuracy=val_acc,
+            seconds=time.perf_counter() - epoch_start,
+            soft_loss_labeled=(
+                (soft - soft_transfer_sum) / rows.labeled_rows if transfer_rows else None
+            ),
+            soft_loss_transfer=soft_transfer_sum / transfer_rows if transfer_rows else None,
+        )
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+    return history
+
+
+def gap_closed(student: float | None, scratch: float | None, teacher: float | None) -> float | None:
+    """(acc_kd - acc_scratch) / (acc_teacher - acc_scratch), METHODS.md §8."""
+    if student is None or scratch is None or teacher is None or teacher <= scratch:
+        return None
+    return (student - scratch) / (teacher - scratch)
+
+
 def distill(
     config: DistillConfig,
     teacher: Teacher,
@@ -75,13 +163,16 @@ def distill(
     on_stage: Callable[[str], None] | None = None,
     device: str | None = None,
     cache: LogitCache | None = None,
+    on_baseline_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> DistillOutcome:
-    """Train a student on the teacher's softened outputs; evaluate on the test split.
+    """Train a student on the teacher's softened outputs, and (config.baseline) the same
+    student from scratch on the labeled rows with the same budget and seed; evaluate both on
+    the test split.
 
-    `on_epoch` may raise to abort (the caller's cancellation); the exception propagates."""
+    The callbacks may raise to abort (the caller's cancellation); the exception propagates."""
     stage = on_stage or (lambda _: None)
     run_on = torch.device(device) if device else default_device()
-    train, hp, method = config.training, config.training, config.method
+    method = config.method
 
     stage("teacher_outputs")
     # The teacher's outputs are computed once (and cached across jobs when a cache is given):
@@ -92,91 +183,74 @@ def distill(
     transfer_x = [part.x for part in splits.transfer]
     teacher_transfer = [teacher_logits(teacher, part, cache) for part in transfer_x]
     labeled_rows = len(splits.train.x)
+    validation = (splits.validation.x, splits.validation.y, teacher_val)
 
     stage("training")
-    torch.manual_seed(train.seed)
-    student = build_student(config.student, teacher.input_shape, teacher.num_classes).to(run_on)
-    optimizer = torch.optim.Adam(
-        student.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay
-    )
     x = torch.as_tensor(
         np.concatenate([splits.train.x, *transfer_x]), dtype=torch.float32, device=run_on
     )
-    targets = torch.as_tensor(
-        np.concatenate([teacher_train, *teacher_transfer]), dtype=torch.float32, device=run_on
-    )
-    zero = torch.zeros((), device=run_on)
     is_transfer = torch.zeros(len(x), dtype=torch.float32, device=run_on)
     is_transfer[labeled_rows:] = 1.0
-    transfer_rows = len(x) - labeled_rows
+    train_labels = (
+        torch.as_tensor(splits.train.y, dtype=torch.long, device=run_on)
+        if splits.train.y is not None
+        else None
+    )
     labels = None
-    if splits.train.y is not None and method.alpha > 0:
+    if train_labels is not None and method.alpha > 0:
         labels = torch.full((len(x),), UNLABELED, dtype=torch.long, device=run_on)
-        labels[:labeled_rows] = torch.as_tensor(splits.train.y, dtype=torch.long, device=run_on)
-    shuffle = torch.Generator(device="cpu").manual_seed(train.seed)
-    n = len(x)
-    history: list[EpochRecord] = []
+        labels[:labeled_rows] = train_labels
+    rows = _TrainingRows(
+        x=x,
+        targets=torch.as_tensor(
+            np.concatenate([teacher_train, *teacher_transfer]), dtype=torch.float32, device=run_on
+        ),
+        labels=labels,
+        is_transfer=is_transfer,
+        labeled_rows=labeled_rows,
+    )
+    torch.manual_seed(config.training.seed)
+    student = build_student(config.student, teacher.input_shape, teacher.num_classes).to(run_on)
     started = time.perf_counter()
-    for epoch in range(1, hp.epochs + 1):
-        epoch_start = time.perf_counter()
-        student.train()
-        order = torch.randperm(n, generator=shuffle).to(run_on)
-        sums = torch.zeros(4, device=run_on)
-        for start in range(0, n, hp.batch_size):
-            idx = order[start : start + hp.batch_size]
-            if len(idx) < 2 and n > 1 and config.student.batch_norm:
-                continue  # batch norm cannot train on a single row
-            out = student(x[idx])
-            loss = kd_loss(
-                out,
-                targets[idx],
-                labels[idx] if labels is not None else None,
-                method.temperature,
-                method.alpha,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.total.backward()
-            optimizer.step()
-            rows = len(idx)
-            soft_transfer = (
-                (loss.soft_rows.detach() * is_transfer[idx]).sum() if transfer_rows else zero
-            )
-            sums += torch.stack(
-                [
-                    loss.total.detach() * rows,
-                    loss.hard.detach() * rows,
-                    loss.soft.detach() * rows,
-                    soft_transfer,
-                ]
-            )
-        total, hard, soft, soft_transfer_sum = sums.tolist()
-        means = [total / n, hard / n, soft / n]
-        val_logits = predict_logits(student, splits.validation.x, device=run_on)
-        val_acc = accuracy(val_logits, splits.validation.y)
-        if val_acc is None and len(val_logits):
-            val_acc = agreement(val_logits, teacher_val)
-        record = EpochRecord(
-            epoch=epoch,
-            loss=means[0],
-            hard_loss=means[1],
-            soft_loss=means[2],
-            validation_accuracy=val_acc,
-            seconds=time.perf_counter() - epoch_start,
-            soft_loss_labeled=(soft - soft_transfer_sum) / labeled_rows if transfer_rows else None,
-            soft_loss_transfer=soft_transfer_sum / transfer_rows if transfer_rows else None,
-        )
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
+    history = _fit(student, rows, config, method.alpha, validation, on_epoch)
     train_seconds = time.perf_counter() - started
+
+    scratch_history: list[EpochRecord] = []
+    scratch_test: np.ndarray | None = None
+    baseline_note = None
+    if config.baseline and train_labels is None:
+        baseline_note = "skipped: the training data has no labels to learn from without a teacher"
+    elif config.baseline and train_labels is not None:
+        stage("baseline")
+        # Same student, rows, budget and seed; hard labels only, so no transfer rows.
+        scratch_rows = _TrainingRows(
+            x=x[:labeled_rows],
+            targets=rows.targets[:labeled_rows],
+            labels=train_labels,
+            is_transfer=is_transfer[:labeled_rows],
+            labeled_rows=labeled_rows,
+        )
+        torch.manual_seed(config.training.seed)
+        scratch = build_student(config.student, teacher.input_shape, teacher.num_classes)
+        scratch = scratch.to(run_on)
+        scratch_history = _fit(scratch, scratch_rows, config, 1.0, validation, on_baseline_epoch)
+        scratch_test = predict_logits(scratch, splits.test.x, device=run_on)
 
     stage("evaluating")
     student_test = predict_logits(student, splits.test.x, device=run_on)
     student = student.cpu().eval()
+    teacher_acc = accuracy(teacher_test, splits.test.y)
+    student_acc = accuracy(student_test, splits.test.y)
+    scratch_acc = accuracy(scratch_test, splits.test.y) if scratch_test is not None else None
     metrics: dict[str, Any] = {
-        "teacher_accuracy": accuracy(teacher_test, splits.test.y),
-        "student_accuracy": accuracy(student_test, splits.test.y),
+        "teacher_accuracy": teacher_acc,
+        "student_accuracy": student_acc,
+        "scratch_accuracy": scratch_acc,
+        "gap_closed": gap_closed(student_acc, scratch_acc, teacher_acc),
         "agreement": agreement(student_test, teacher_test),
+        "scratch_agreement": (
+            agreement(scratch_test, teacher_test) if scratch_test is not None else None
+        ),
         "teacher_parameters": teacher.parameters,
         "student_parameters": count_parameters(student),
         "train_seconds": train_seconds,
@@ -184,8 +258,11 @@ def distill(
         "test_rows": len(splits.test.x),
         "transfer": {
             "labeled_rows": labeled_rows,
-            "transfer_rows": transfer_rows,
+            "transfer_rows": len(x) - labeled_rows,
             "sources": {part.source: len(part.x) for part in splits.transfer},
         },
+        "baseline": baseline_note or ("trained" if config.baseline else "off"),
     }
-    return DistillOutcome(student=student, history=history, metrics=metrics)
+    return DistillOutcome(
+        student=student, history=history, metrics=metrics, scratch_history=scratch_history
+    )
