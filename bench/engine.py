@@ -1,0 +1,175 @@
+"""Speed of the engine's training epoch against plain PyTorch loops, in one process.
+
+    .venv/bin/python bench/engine.py [--rows 30000] [--epochs 3]
+
+(a) a minimal hand-written KD loop over teacher logits computed once, and (b) the naive loop
+that runs the teacher on every batch. Same data, student, teacher (about 10x the student's
+parameters), optimizer, batch size and seed. Prints seconds per epoch and the ratios
+engine/(a) (target <= 1.05) and engine/(b) (target <= 0.7)."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from worker.engine import (  # noqa: E402
+    ArraySplit,
+    DistillConfig,
+    KDMethod,
+    Splits,
+    StudentSpec,
+    TrainingSpec,
+    build_student,
+    distill,
+    load_teacher,
+)
+
+FEATURES, CLASSES, HIDDEN = 784, 10, (128,)
+TEMPERATURE, ALPHA, BATCH, LR = 4.0, 0.1, 128, 3e-3
+
+
+def make_teacher() -> nn.Module:
+    torch.manual_seed(1)
+    return nn.Sequential(
+        nn.Linear(FEATURES, 1024),
+        nn.ReLU(),
+        nn.Linear(1024, 768),
+        nn.ReLU(),
+        nn.Linear(256, CLASSES),
+    ).eval()
+
+
+def student() -> nn.Module:
+    torch.manual_seed(0)
+    return build_student(StudentSpec(hidden_sizes=HIDDEN), (FEATURES,), CLASSES)
+
+
+def kd_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    y: torch.Tensor,
+) -> None:
+    out = model(x)
+    soft = (
+        F.kl_div(
+            F.log_softmax(out / TEMPERATURE, 1),
+            F.log_softmax(t / TEMPERATURE, 1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * TEMPERATURE**2
+    )
+    loss = ALPHA * F.cross_entropy(out, y) + (1 - ALPHA) * soft
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def loop_precomputed(
+    x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, epochs: int
+) -> list[float]:
+    model = student()
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        for idx in torch.randperm(len(x)).split(BATCH):
+            kd_step(model, opt, x[idx], logits[idx], y[idx])
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def loop_naive(x: torch.Tensor, y: torch.Tensor, teacher: nn.Module, epochs: int) -> list[float]:
+    model = student()
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        model.train()
+        for idx in torch.randperm(len(x)).split(BATCH):
+            with torch.no_grad():
+                t = teacher(x[idx])
+            kd_step(model, opt, x[idx], t, y[idx])
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=30_000)
+    parser.add_argument("--epochs", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    x_np = rng.standard_normal((args.rows, FEATURES)).astype(np.float32)
+    teacher_model = make_teacher()
+    with torch.no_grad():
+        y_np = teacher_model(torch.from_numpy(x_np)).argmax(1).numpy().astype(np.int64)
+    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "teacher.onnx"
+        torch.onnx.export(
+            teacher_model,
+            (x[:2],),
+            str(path),
+            dynamic_shapes=({0: torch.export.Dim("b")},),
+            external_data=False,
+            dynamo=True,
+            verbose=False,
+        )
+        teacher = load_teacher(path)
+        held = ArraySplit(x_np[:256], y_np[:256])
+        config = DistillConfig(
+            StudentSpec(hidden_sizes=HIDDEN),
+            KDMethod(TEMPERATURE, ALPHA),
+            TrainingSpec(epochs=args.epochs, batch_size=BATCH, learning_rate=LR),
+            baseline=False,
+        )
+        outcome = distill(config, teacher, Splits(ArraySplit(x_np, y_np), held, held))
+    engine = [r.seconds for r in outcome.history]
+    with torch.no_grad():
+        started = time.perf_counter()
+        logits = teacher_model(x)
+        logits_seconds = time.perf_counter() - started
+    precomputed = loop_precomputed(x, y, logits, args.epochs)
+    naive = loop_naive(x, y, teacher_model, args.epochs)
+
+    def med(v: list[float]) -> float:  # the first epoch warms caches up: leave it out
+        return statistics.median(v[1:] if len(v) > 1 else v)
+
+    student_params = sum(p.numel() for p in student().parameters())
+    teacher_params = sum(p.numel() for p in teacher_model.parameters())
+    print(
+        f"rows {args.rows:,} x {FEATURES}, batch {BATCH}, {args.epochs} epochs, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"student {student_params:,} parameters, teacher {teacher_params:,} "
+        f"({teacher_params / student_params:.1f}x)"
+    )
+    print(f"engine epoch                         {med(engine):7.3f} s")
+    print(
+        f"(a) hand loop, teacher logits cached {med(precomputed):7.3f} s  "
+        f"(+ {logits_seconds:.2f} s once for the logits)"
+    )
+    print(f"(b) naive loop, teacher every batch  {med(naive):7.3f} s")
+    print(f"engine / (a) = {med(engine) / med(precomputed):.3f}   (target <= 1.05)")
+    print(f"engine / (b) = {med(engine) / med(naive):.3f}   (target <= 0.70)")
+
+
+if __name__ == "__main__":
+    main()
