@@ -44,7 +44,7 @@ def make_teacher() -> nn.Module:
     return nn.Sequential(
         nn.Linear(FEATURES, 1024),
         nn.ReLU(),
-        nn.Linear(1024, 768),
+        nn.Linear(1024, 256),
         nn.ReLU(),
         nn.Linear(256, CLASSES),
     ).eval()
