@@ -109,7 +109,9 @@ def _fit(
                 continue  # batch norm cannot train on a single row
             out = student(rows.x[idx])
             labels = rows.labels[idx] if rows.labels is not None else None
-            loss = kd_loss(out, rows.targets[idx], labels, temperature, alpha)
+            loss = kd_loss(
+                out, rows.targets[idx], labels, temperature, alpha, has_unlabeled=transfer_rows > 0
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             optimizer.step()
