@@ -8,21 +8,14 @@ from typing import Annotated
 from fastapi import Depends
 from sqlalchemy.orm import Session
 
-from app.db import get_sessionmaker
+from app.db import session_scope
 from app.settings import Settings, get_settings
 
 
 def get_session() -> Iterator[Session]:
     """One unit of work per request: committed when the route returns without error."""
-    session = get_sessionmaker()()
-    try:
+    with session_scope() as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 # scope="function": committed before the response is sent, so a client that reads right
