@@ -50,17 +50,33 @@ def _check_matches_teacher(
         )
 
 
+def _teachers(session: Session, body: JobCreate) -> Teacher:
+    """The job's teacher, or the first of an ensemble whose members all match it."""
+    first: Teacher | None = None
+    for i, teacher_id in enumerate(body.teachers):
+        field = f"teacher_ids.{i}" if body.teacher_ids else "teacher_id"
+        teacher = session.get(Teacher, teacher_id)
+        if teacher is None:
+            raise InvalidInput(f"no teacher with id {teacher_id!r}", field=field, code="unknown_id")
+        if teacher.status != "ready":
+            raise InvalidInput(f"teacher {teacher.id} is {teacher.status}, not ready", field=field)
+        if first is None:
+            first = teacher
+        elif (teacher.input_shape, teacher.num_classes) != (first.input_shape, first.num_classes):
+            raise InvalidInput(
+                f"teacher {teacher.id} takes {teacher.input_shape} with {teacher.num_classes} "
+                f"classes but teacher {first.id} takes {first.input_shape} with "
+                f"{first.num_classes}; an ensemble's teachers must agree",
+                field=field,
+                code="shape_mismatch",
+            )
+    assert first is not None
+    return first
+
+
 def validate_submission(session: Session, body: JobCreate) -> tuple[Teacher, Dataset]:
     """Everything that can be known before training; each problem names its field."""
-    teacher = session.get(Teacher, body.teacher_id)
-    if teacher is None:
-        raise InvalidInput(
-            f"no teacher with id {body.teacher_id!r}", field="teacher_id", code="unknown_id"
-        )
-    if teacher.status != "ready":
-        raise InvalidInput(
-            f"teacher {teacher.id} is {teacher.status}, not ready", field="teacher_id"
-        )
+    teacher = _teachers(session, body)
     train = _dataset(session, "train_dataset_id", body.train_dataset_id)
     _check_matches_teacher("train_dataset_id", train, teacher)
     if train.rows < 1:
@@ -110,6 +126,19 @@ def validate_submission(session: Session, body: JobCreate) -> tuple[Teacher, Dat
                 field="train_dataset_id",
             )
     _validate_transfer(session, body, teacher, train)
+    stop = body.method.kd_stop_epoch
+    if stop is not None and stop > body.training.epochs:
+        raise InvalidInput(
+            f"kd_stop_epoch {stop} is past the last epoch ({body.training.epochs})",
+            field="method.kd_stop_epoch",
+        )
+    if stop is not None and not train.labeled:
+        raise InvalidInput(
+            "after kd_stop_epoch only hard labels train the student, and the training "
+            f"dataset {train.id} has none",
+            field="method.kd_stop_epoch",
+            code="labels_required",
+        )
     if not math.isfinite(body.training.learning_rate):
         raise InvalidInput("must be a finite number", field="training.learning_rate")
     return teacher, train
@@ -151,7 +180,7 @@ def create_job(session: Session, body: JobCreate) -> Job:
         stage="queued",
         epoch=0,
         epochs=body.training.epochs,
-        teacher_id=body.teacher_id,
+        teacher_id=body.teachers[0],
         train_dataset_id=body.train_dataset_id,
         validation_dataset_id=body.validation_dataset_id,
         test_dataset_id=body.test_dataset_id,
@@ -162,6 +191,7 @@ def create_job(session: Session, body: JobCreate) -> Job:
             "transfer_dataset_ids": list(body.transfer_dataset_ids),
             "transfer": body.transfer.model_dump() if body.transfer else None,
             "baseline": body.baseline,
+            "teacher_ids": body.teachers,
         },
         cancel_requested=False,
     )
@@ -213,6 +243,7 @@ def job_public(job: Job) -> dict[str, Any]:
         "finished_at": job.finished_at,
         "cancel_requested": job.cancel_requested,
         "teacher_id": job.teacher_id,
+        "teacher_ids": job.spec.get("teacher_ids", [job.teacher_id]),
         "train_dataset_id": job.train_dataset_id,
         "validation_dataset_id": job.validation_dataset_id,
         "test_dataset_id": job.test_dataset_id,

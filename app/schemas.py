@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 T = TypeVar("T")
 
@@ -68,6 +68,12 @@ class KDMethodConfig(BaseModel):
     type: Literal["kd"] = "kd"
     temperature: float = Field(default=4.0, gt=0.0, le=100.0)
     alpha: float = Field(default=0.1, ge=0.0, le=1.0)
+    kd_stop_epoch: int | None = Field(
+        default=None,
+        ge=0,
+        description="Early-stopped KD: after this epoch only the hard labels train the "
+        "student (alpha = 1). None: distill to the end.",
+    )
 
 
 class TrainingConfig(BaseModel):
@@ -110,7 +116,12 @@ class TransferConfig(BaseModel):
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    teacher_id: str
+    teacher_id: str | None = Field(default=None, description="The teacher (or give teacher_ids).")
+    teacher_ids: Annotated[list[str], Field(max_length=16)] = Field(
+        default_factory=list,
+        description="An ensemble: the target is the mean of the teachers' softened outputs. "
+        "All must take the same input and have the same classes.",
+    )
     train_dataset_id: str
     validation_dataset_id: str | None = None
     test_dataset_id: str | None = None
@@ -128,6 +139,27 @@ class JobCreate(BaseModel):
         description="Also train the same student from scratch (labeled rows, same budget and "
         "seed) and report it beside the distilled one.",
     )
+
+    @field_validator("teacher_ids")
+    @classmethod
+    def _distinct_teachers(cls, value: list[str]) -> list[str]:
+        if value and (len(value) < 2 or len(set(value)) != len(value)):
+            raise ValueError("an ensemble names at least two teachers, each once")
+        return value
+
+    @model_validator(mode="after")
+    def _one_teacher_or_an_ensemble(self) -> JobCreate:
+        if self.teacher_ids:
+            if self.teacher_id is not None and self.teacher_id != self.teacher_ids[0]:
+                raise ValueError("give teacher_id or teacher_ids, not both")
+            self.teacher_id = self.teacher_ids[0]
+        elif self.teacher_id is None:
+            raise ValueError("teacher_id is required (or teacher_ids for an ensemble)")
+        return self
+
+    @property
+    def teachers(self) -> list[str]:
+        return list(self.teacher_ids) if self.teacher_ids else [str(self.teacher_id)]
 
     @model_validator(mode="after")
     def _distinct_datasets(self) -> JobCreate:
@@ -157,6 +189,7 @@ class JobPublic(BaseModel):
     finished_at: datetime | None
     cancel_requested: bool
     teacher_id: str
+    teacher_ids: list[str]
     train_dataset_id: str
     validation_dataset_id: str | None
     test_dataset_id: str | None

@@ -16,22 +16,26 @@ from sqlalchemy import CursorResult, update
 from app.datafiles import load_arrays
 from app.db import session_scope
 from app.jobs import fail_job
-from app.models import Artifact, Blob, Dataset, Job, Teacher, utcnow
+from app.models import Artifact, Blob, Dataset, Job, utcnow
+from app.models import Teacher as TeacherRow
 from app.settings import Settings, get_settings
 from app.storage import cached_blob, store_file
 from worker.engine import (
     ArraySplit,
     DiskLogitCache,
     DistillConfig,
+    EnsembleTeacher,
     EpochRecord,
     ExportCheckFailed,
     KDMethod,
     Splits,
     StudentSpec,
     SynthesisSpec,
+    Teacher,
     TeacherRejected,
     TrainingSpec,
     TransferRows,
+    accuracy,
     distill,
     export_onnx,
     load_teacher,
@@ -142,17 +146,21 @@ def _fetch(settings: Settings, job_id: str) -> dict[str, Any]:
     with session_scope() as session:
         job = session.get(Job, job_id)
         assert job is not None
-        teacher = session.get(Teacher, job.teacher_id)
-        assert teacher is not None
-        found: dict[str, Any] = {
-            "spec": dict(job.spec),
-            "teacher_path": cached_blob(_blob(session, teacher.blob_id), cache),
-            "teacher_info": {
-                "id": teacher.id,
-                "output_name": teacher.output_name,
-                "output_kind": teacher.output_kind,
-            },
-        }
+        found: dict[str, Any] = {"spec": dict(job.spec), "teachers": []}
+        for teacher_id in job.spec.get("teacher_ids") or [job.teacher_id]:
+            teacher = session.get(TeacherRow, teacher_id)
+            if teacher is None:
+                raise JobInputError("unknown_id", f"teacher {teacher_id} is gone")
+            found["teachers"].append(
+                (
+                    cached_blob(_blob(session, teacher.blob_id), cache),
+                    {
+                        "id": teacher.id,
+                        "output_name": teacher.output_name,
+                        "output_kind": teacher.output_kind,
+                    },
+                )
+            )
         for role, dataset_id in (
             ("train", job.train_dataset_id),
             ("validation", job.validation_dataset_id),
@@ -262,7 +270,11 @@ def _config(spec: dict[str, Any]) -> DistillConfig:
             batch_norm=bool(student["batch_norm"]),
             channels=tuple(student["channels"]),
         ),
-        method=KDMethod(temperature=float(method["temperature"]), alpha=float(method["alpha"])),
+        method=KDMethod(
+            temperature=float(method["temperature"]),
+            alpha=float(method["alpha"]),
+            kd_stop_epoch=method.get("kd_stop_epoch"),
+        ),
         training=TrainingSpec(
             epochs=int(training["epochs"]),
             batch_size=int(training["batch_size"]),
@@ -278,7 +290,12 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
     found = _fetch(settings, job_id)
     spec = found["spec"]
     _stage(job_id, "loading")
-    teacher = load_teacher(found["teacher_path"])
+    members = [load_teacher(path) for path, _ in found["teachers"]]
+    teacher: Teacher = (
+        members[0]
+        if len(members) == 1
+        else EnsembleTeacher(members, float(spec["method"]["temperature"]))
+    )
     splits, split_report = build_splits(
         found["train"], found["validation"], found["test"], int(spec["training"]["seed"])
     )
@@ -336,9 +353,21 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         "split": split_report,
         "teacher_output_cache": {"hits": logit_cache.hits, "misses": logit_cache.misses},
         "teacher": {
-            **found["teacher_info"],
+            **found["teachers"][0][1],
             "input_shape": list(teacher.input_shape),
             "num_classes": teacher.num_classes,
+            "ensemble": (
+                [
+                    {
+                        **info,
+                        "parameters": member.parameters,
+                        "accuracy": accuracy(member.logits(splits.test.x), splits.test.y),
+                    }
+                    for member, (_, info) in zip(members, found["teachers"], strict=True)
+                ]
+                if len(members) > 1
+                else None
+            ),
         },
         "student": spec["student"],
         "method": spec["method"],

@@ -140,3 +140,37 @@ def test_students_take_the_teacher_input(spec: StudentSpec, shape: tuple[int, ..
 def test_cnn_needs_spatial_input() -> None:
     with pytest.raises(ValueError, match="cnn"):
         build_student(StudentSpec("cnn"), (40,), 3)
+
+
+def test_ensemble_targets_are_the_mean_softened_outputs() -> None:
+    import numpy as np
+
+    from worker.engine import EnsembleTeacher
+
+    class Fixed:
+        format, output_kind, output_name, input_shape, num_classes, parameters = (
+            "onnx",
+            "logits",
+            "out",
+            (2,),
+            3,
+            10,
+        )
+        fingerprint = None
+
+        def __init__(self, logits: np.ndarray) -> None:
+            self.value = logits
+
+        def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+            return self.value[: len(x)]
+
+    a = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]], np.float32)
+    b = np.array([[-1.0, 3.0, 0.5], [1.0, 1.0, 1.0]], np.float32)
+    t = 4.0
+    ensemble = EnsembleTeacher([Fixed(a), Fixed(b)], t)  # type: ignore[list-item]
+    got = torch.softmax(torch.from_numpy(ensemble.logits(np.zeros((2, 2)))) / t, dim=1)
+    want = (
+        torch.softmax(torch.from_numpy(a) / t, 1) + torch.softmax(torch.from_numpy(b) / t, 1)
+    ) / 2
+    assert torch.allclose(got, want, atol=1e-6)
+    assert ensemble.parameters == 20

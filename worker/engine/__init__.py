@@ -2,6 +2,7 @@
 
 from worker.engine.config import DistillConfig, KDMethod, StudentSpec, TrainingSpec
 from worker.engine.data import ArraySplit, Splits, TransferRows, random_split, stratified_split
+from worker.engine.ensemble import EnsembleTeacher
 from worker.engine.export import ExportCheckFailed, OnnxExport, export_onnx, save_safetensors
 from worker.engine.logit_cache import DiskLogitCache, LogitCache
 from worker.engine.losses import UNLABELED, KDLoss, kd_loss
@@ -23,6 +24,7 @@ from worker.engine.training import (
 from worker.engine.transfer import SynthesisSpec, synthesize
 
 __all__ = [
+    "EnsembleTeacher",
     "UNLABELED",
     "DiskLogitCache",
     "LogitCache",

@@ -21,6 +21,8 @@ class KDMethod:
 
     temperature: float = 4.0
     alpha: float = 0.1
+    # Early-stopped KD (METHODS.md §4): after this epoch, hard labels only (alpha = 1).
+    kd_stop_epoch: int | None = None
 
 
 @dataclass(frozen=True)

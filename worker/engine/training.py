@@ -102,6 +102,8 @@ def _fit(
         epoch_start = time.perf_counter()
         student.train()
         order = torch.randperm(n, generator=shuffle).to(device)
+        stop = config.method.kd_stop_epoch
+        epoch_alpha = 1.0 if stop is not None and epoch > stop else alpha
         sums = torch.zeros(4, device=device)
         for start in range(0, n, hp.batch_size):
             idx = order[start : start + hp.batch_size]
@@ -110,7 +112,12 @@ def _fit(
             out = student(rows.x[idx])
             labels = rows.labels[idx] if rows.labels is not None else None
             loss = kd_loss(
-                out, rows.targets[idx], labels, temperature, alpha, has_unlabeled=transfer_rows > 0
+                out,
+                rows.targets[idx],
+                labels,
+                temperature,
+                epoch_alpha,
+                has_unlabeled=transfer_rows > 0,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
@@ -199,7 +206,8 @@ def distill(
         else None
     )
     labels = None
-    if train_labels is not None and method.alpha > 0:
+    hard_term = method.alpha > 0 or method.kd_stop_epoch is not None
+    if train_labels is not None and hard_term:
         labels = torch.full((len(x),), UNLABELED, dtype=torch.long, device=run_on)
         labels[:labeled_rows] = train_labels
     rows = _TrainingRows(

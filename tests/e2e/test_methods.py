@@ -1,0 +1,124 @@
+"""Methods beyond plain KD through the API: teacher ensembles and early-stopped KD."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import Digits, Service, TeacherFiles
+
+
+def _linear_teacher(digits: Digits, folder: Path, flat: bool) -> Path:
+    """A second, weaker teacher (softmax regression), trained here."""
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    x, y = torch.from_numpy(digits.x_train), torch.from_numpy(digits.y_train)
+    if flat:
+        x = x.reshape(len(x), 64)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    path = folder / ("flat.onnx" if flat else "linear.onnx")
+    torch.onnx.export(
+        model.eval(),
+        (x[:2],),
+        str(path),
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        external_data=False,
+        dynamo=True,
+        verbose=False,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def ids(
+    production_service: Service,
+    digits: Digits,
+    digits_teacher: TeacherFiles,
+    digits_files: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("methods")
+    service = production_service
+    return {
+        "mlp": service.upload_teacher(digits_teacher.onnx).json()["id"],
+        "linear": service.upload_teacher(_linear_teacher(digits, folder, False)).json()["id"],
+        "flat": service.upload_teacher(_linear_teacher(digits, folder, True)).json()["id"],
+        "train": service.upload_dataset(digits_files["train"]).json()["id"],
+        "test": service.upload_dataset(digits_files["test"]).json()["id"],
+    }
+
+
+def test_ensemble_of_teachers(production_service: Service, ids: dict[str, str]) -> None:
+    service = production_service
+    body = {
+        "teacher_ids": [ids["mlp"], ids["linear"]],
+        "train_dataset_id": ids["train"],
+        "test_dataset_id": ids["test"],
+        "training": {"epochs": 10},
+    }
+    r = service.client.post("/v1/jobs", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["teacher_ids"] == [ids["mlp"], ids["linear"]]
+    assert r.json()["teacher_id"] == ids["mlp"]
+    job = service.wait(r.json()["id"])
+    assert job["status"] == "succeeded", f"{job}\n{service.tail()}"
+    metrics = service.client.get(f"/v1/jobs/{job['id']}/artifacts/metrics.json").json()
+    members = metrics["teacher"]["ensemble"]
+    assert [m["id"] for m in members] == [ids["mlp"], ids["linear"]]
+    assert all(0.8 < m["accuracy"] <= 1.0 for m in members)
+    assert metrics["teacher_parameters"] == sum(m["parameters"] for m in members)
+    assert metrics["student_accuracy"] > 0.85
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"teacher_ids": ["@mlp", "@flat"]}, "teacher_ids.1"),
+        ({"teacher_ids": ["@mlp", "tch_nope"]}, "teacher_ids.1"),
+        ({"teacher_ids": ["@mlp", "@mlp"]}, "teacher_ids"),
+        ({"teacher_id": "@linear", "teacher_ids": ["@mlp", "@linear"]}, "body"),
+        ({}, "body"),
+        ({"teacher_id": "@mlp", "method": {"kd_stop_epoch": 50}}, "method.kd_stop_epoch"),
+    ],
+)
+def test_bad_method_requests(
+    production_service: Service, ids: dict[str, str], body: dict[str, object], field: str
+) -> None:
+    def resolve(value: object) -> object:
+        if isinstance(value, str) and value.startswith("@"):
+            return ids[value[1:]]
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        return value
+
+    request = {k: resolve(v) for k, v in body.items()}
+    request["train_dataset_id"] = ids["train"]
+    r = production_service.client.post("/v1/jobs", json=request)
+    assert r.status_code == 422, r.text
+    fields = [e["field"] for e in r.json()["errors"]]
+    assert any(f == field or f.startswith(field) for f in fields), r.json()
+
+
+def test_early_stopped_kd(production_service: Service, ids: dict[str, str]) -> None:
+    service = production_service
+    body = {
+        "teacher_id": ids["mlp"],
+        "train_dataset_id": ids["train"],
+        "method": {"kd_stop_epoch": 4, "alpha": 0.0},
+        "training": {"epochs": 8},
+        "baseline": False,
+    }
+    job = service.wait(service.client.post("/v1/jobs", json=body).json()["id"])
+    assert job["status"] == "succeeded", job
+    history = job["metrics"]["history"]
+    # Epochs 1-4 distill (alpha 0: no hard term); from epoch 5 only the hard labels train.
+    assert all(h["hard_loss"] == 0 for h in history[:4])
+    assert all(h["hard_loss"] > 0 for h in history[4:])
+    assert all(np.isclose(h["loss"], h["hard_loss"]) for h in history[4:])
