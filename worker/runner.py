@@ -44,6 +44,7 @@ from worker.engine import (
     stratified_split,
     synthesize,
 )
+from worker.engine.evaluation import onnx_latency_ms, teacher_latency_ms
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +261,21 @@ def transfer_rows(
     return tuple(parts)
 
 
+def measure_latency(student_onnx: Path, teacher: Teacher) -> dict[str, Any]:
+    """Median latency on this worker of the ONNX student and the teacher in its own runtime."""
+    shape = teacher.input_shape
+    result: dict[str, Any] = {"teacher_runtime": teacher.format, "repeats": 30}
+    for batch in (1, 64):
+        student_ms = onnx_latency_ms(student_onnx, shape, batch)
+        teacher_ms = teacher_latency_ms(teacher.logits, shape, batch)
+        result[f"batch_{batch}"] = {
+            "student_onnx": student_ms,
+            "teacher": teacher_ms,
+            "speedup": teacher_ms / student_ms if student_ms > 0 else None,
+        }
+    return result
+
+
 def _config(spec: dict[str, Any]) -> DistillConfig:
     student, method, training = spec["student"], spec["method"], spec["training"]
     return DistillConfig(
@@ -343,11 +359,14 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         outcome.student, teacher.input_shape, workdir / "student.onnx", sample=splits.test.x[:64]
     )
     save_safetensors(outcome.student, workdir / "student.safetensors")
+    _stage(job_id, "measuring")
+    latency = measure_latency(onnx.path, teacher)
     metrics: dict[str, Any] = {
         **outcome.metrics,
         "onnx_bytes": onnx.bytes,
         "onnx_max_abs_diff": onnx.max_abs_diff,
         "onnx_opset": onnx.opset,
+        "latency_ms": latency,
         "history": [asdict(r) for r in outcome.history],
         "history_scratch": [asdict(r) for r in outcome.scratch_history],
         "split": split_report,

@@ -134,6 +134,16 @@ def test_distill_end_to_end(
         metrics["teacher_accuracy"] - metrics["scratch_accuracy"]
     )
     assert metrics["gap_closed"] == pytest.approx(expected_gap)
+    evaluation = metrics["evaluation"]
+    for who in ("teacher", "student", "scratch"):
+        assert evaluation[who]["accuracy"] == metrics[f"{who}_accuracy"]
+        assert sum(map(sum, evaluation[who]["confusion_matrix"])) == len(digits.y_test)
+        assert 0 <= evaluation[who]["ece"] <= 1 and evaluation[who]["nll"] > 0
+        assert len(evaluation[who]["per_class_accuracy"]) == 10
+    for batch in ("batch_1", "batch_64"):
+        timing = metrics["latency_ms"][batch]
+        assert timing["student_onnx"] > 0 and timing["teacher"] > 0
+        assert timing["speedup"] == pytest.approx(timing["teacher"] / timing["student_onnx"])
 
     report = {
         "service": service.name,

@@ -13,6 +13,7 @@ from torch import nn
 
 from worker.engine.config import DistillConfig
 from worker.engine.data import Splits
+from worker.engine.evaluation import classification_report
 from worker.engine.logit_cache import LogitCache, teacher_logits
 from worker.engine.losses import UNLABELED, kd_loss
 from worker.engine.students import build_student, count_parameters, default_device
@@ -272,6 +273,15 @@ def distill(
             "sources": {part.source: len(part.x) for part in splits.transfer},
         },
         "baseline": baseline_note or ("trained" if config.baseline else "off"),
+        "evaluation": {
+            "teacher": classification_report(teacher_test, splits.test.y),
+            "student": classification_report(student_test, splits.test.y),
+            "scratch": (
+                classification_report(scratch_test, splits.test.y)
+                if scratch_test is not None
+                else None
+            ),
+        },
     }
     return DistillOutcome(
         student=student, history=history, metrics=metrics, scratch_history=scratch_history

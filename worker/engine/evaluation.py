@@ -1,0 +1,81 @@
+"""What a report says about a classifier: calibration, per-class scores, and speed."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ECE_BINS = 15
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by bin size."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    error = 0.0
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        chosen = (confidence > low) & (confidence <= high)
+        if chosen.any():
+            error += chosen.mean() * abs(correct[chosen].mean() - confidence[chosen].mean())
+    return float(error)
+
+
+def classification_report(logits: np.ndarray, y: np.ndarray | None) -> dict[str, Any] | None:
+    """Accuracy, NLL, ECE (15 bins), per-class accuracy and the confusion matrix (rows: truth)."""
+    if y is None or len(y) == 0:
+        return None
+    log_probs = _log_softmax(logits.astype(np.float64))
+    classes = logits.shape[1]
+    predicted = log_probs.argmax(axis=1)
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(confusion, (y, predicted), 1)
+    support = confusion.sum(axis=1)
+    per_class = {
+        str(c): (float(confusion[c, c] / support[c]) if support[c] else None)
+        for c in range(classes)
+    }
+    return {
+        "accuracy": float((predicted == y).mean()),
+        "nll": float(-log_probs[np.arange(len(y)), y].mean()),
+        "ece": expected_calibration_error(np.exp(log_probs), y),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def median_latency_ms(run: Callable[[], Any], repeats: int = 30, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def onnx_latency_ms(path: Path, input_shape: tuple[int, ...], batch: int) -> float:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
+    return median_latency_ms(lambda: session.run(None, {name: x}))
+
+
+def teacher_latency_ms(
+    logits: Callable[[np.ndarray], Any], input_shape: tuple[int, ...], batch: int
+) -> float:
+    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
+    return median_latency_ms(lambda: logits(x))
