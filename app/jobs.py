@@ -126,6 +126,7 @@ def validate_submission(session: Session, body: JobCreate) -> tuple[Teacher, Dat
                 field="train_dataset_id",
             )
     _validate_transfer(session, body, teacher, train)
+    _validate_assistants(body)
     stop = body.method.kd_stop_epoch
     if stop is not None and stop > body.training.epochs:
         raise InvalidInput(
@@ -172,6 +173,24 @@ def _validate_transfer(session: Session, body: JobCreate, teacher: Teacher, trai
         )
 
 
+def _validate_assistants(body: JobCreate) -> None:
+    assistants = body.assistants
+    if assistants is None:
+        return
+    if assistants.hidden_sizes is not None and body.student.architecture != "mlp":
+        raise InvalidInput(
+            "assistants.hidden_sizes sizes mlp assistants; this student is a cnn: give "
+            "assistants.channels",
+            field="assistants.hidden_sizes",
+        )
+    if assistants.channels is not None and body.student.architecture != "cnn":
+        raise InvalidInput(
+            "assistants.channels sizes cnn assistants; this student is an mlp: give "
+            "assistants.hidden_sizes",
+            field="assistants.channels",
+        )
+
+
 def create_job(session: Session, body: JobCreate) -> Job:
     validate_submission(session, body)
     job = Job(
@@ -192,6 +211,7 @@ def create_job(session: Session, body: JobCreate) -> Job:
             "transfer": body.transfer.model_dump() if body.transfer else None,
             "baseline": body.baseline,
             "teacher_ids": body.teachers,
+            "assistants": body.assistants.model_dump() if body.assistants else None,
         },
         cancel_requested=False,
     )
@@ -254,4 +274,5 @@ def job_public(job: Job) -> dict[str, Any]:
         "transfer_dataset_ids": job.spec.get("transfer_dataset_ids", []),
         "transfer": job.spec.get("transfer"),
         "baseline": job.spec.get("baseline", True),
+        "assistants": job.spec.get("assistants"),
     }

@@ -86,6 +86,39 @@ class TrainingConfig(BaseModel):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
+class AssistantsConfig(BaseModel):
+    """Teacher assistants: distill teacher -> assistant_1 -> ... -> student, each step KD.
+
+    Give `count` (sizes chosen geometrically between the student's and the teacher's
+    parameter counts, widening the student's layers) or the sizes themselves, largest first:
+    `hidden_sizes` for an mlp student, `channels` for a cnn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int | None = Field(default=None, ge=1, le=5)
+    hidden_sizes: (
+        list[
+            Annotated[
+                list[Annotated[int, Field(ge=1, le=65536)]], Field(min_length=1, max_length=16)
+            ]
+        ]
+        | None
+    ) = Field(default=None, min_length=1, max_length=5)
+    channels: (
+        list[
+            Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1, max_length=8)]
+        ]
+        | None
+    ) = Field(default=None, min_length=1, max_length=5)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> AssistantsConfig:
+        given = [v is not None for v in (self.count, self.hidden_sizes, self.channels)]
+        if sum(given) != 1:
+            raise ValueError("assistants: give exactly one of count, hidden_sizes or channels")
+        return self
+
+
 SynthesisMethod = Literal["mixup", "noise", "shift", "vae"]
 
 
@@ -134,6 +167,7 @@ class JobCreate(BaseModel):
         "the training rows (labels in them are ignored).",
     )
     transfer: TransferConfig | None = None
+    assistants: AssistantsConfig | None = None
     baseline: bool = Field(
         default=True,
         description="Also train the same student from scratch (labeled rows, same budget and "
@@ -199,6 +233,7 @@ class JobPublic(BaseModel):
     split: dict[str, Any] | None
     transfer_dataset_ids: list[str]
     transfer: dict[str, Any] | None
+    assistants: dict[str, Any] | None
     baseline: bool
 
 

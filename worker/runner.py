@@ -22,6 +22,7 @@ from app.settings import Settings, get_settings
 from app.storage import cached_blob, store_file
 from worker.engine import (
     ArraySplit,
+    AssistantStep,
     DiskLogitCache,
     DistillConfig,
     EnsembleTeacher,
@@ -36,7 +37,9 @@ from worker.engine import (
     TrainingSpec,
     TransferRows,
     accuracy,
+    assistant_specs,
     distill,
+    distill_through_assistants,
     export_onnx,
     load_teacher,
     random_split,
@@ -276,6 +279,26 @@ def measure_latency(student_onnx: Path, teacher: Teacher) -> dict[str, Any]:
     return result
 
 
+def _assistant_specs(
+    assistants: dict[str, Any], config: DistillConfig, teacher: Teacher
+) -> list[StudentSpec]:
+    student = config.student
+    if assistants.get("hidden_sizes"):
+        return [replace(student, hidden_sizes=tuple(h)) for h in assistants["hidden_sizes"]]
+    if assistants.get("channels"):
+        return [replace(student, channels=tuple(c)) for c in assistants["channels"]]
+    try:
+        return assistant_specs(
+            student,
+            teacher.input_shape,
+            teacher.num_classes,
+            teacher.parameters,
+            int(assistants["count"]),
+        )
+    except ValueError as exc:
+        raise JobInputError("assistants_invalid", str(exc)) from exc
+
+
 def _config(spec: dict[str, Any]) -> DistillConfig:
     student, method, training = spec["student"], spec["method"], spec["training"]
     return DistillConfig(
@@ -343,15 +366,30 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         _check_cancel(job_id)
 
     logit_cache = DiskLogitCache(settings.resolved_cache_dir / "teacher_outputs")
-    outcome = distill(
-        _config(spec),
-        teacher,
-        splits,
-        on_epoch=on_epoch,
-        on_stage=lambda stage: _stage(job_id, stage),
-        cache=logit_cache,
-        on_baseline_epoch=on_baseline_epoch,
-    )
+    config = _config(spec)
+    steps: list[AssistantStep] = []
+    if spec.get("assistants"):
+        outcome, steps = distill_through_assistants(
+            config,
+            teacher,
+            splits,
+            _assistant_specs(spec["assistants"], config, teacher),
+            on_stage=lambda stage: _stage(job_id, stage),
+            on_assistant_epoch=lambda _step, _record: _check_cancel(job_id),
+            cache=logit_cache,
+            on_epoch=on_epoch,
+            on_baseline_epoch=on_baseline_epoch,
+        )
+    else:
+        outcome = distill(
+            config,
+            teacher,
+            splits,
+            on_epoch=on_epoch,
+            on_stage=lambda stage: _stage(job_id, stage),
+            cache=logit_cache,
+            on_baseline_epoch=on_baseline_epoch,
+        )
 
     _stage(job_id, "exporting")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -359,6 +397,12 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         outcome.student, teacher.input_shape, workdir / "student.onnx", sample=splits.test.x[:64]
     )
     save_safetensors(outcome.student, workdir / "student.safetensors")
+    artifacts = dict(ARTIFACT_TYPES)
+    for step in steps:
+        name = f"assistant_{step.metrics['step']}.onnx"
+        export = export_onnx(step.module, teacher.input_shape, workdir / name, splits.test.x[:64])
+        step.metrics.update(onnx=name, onnx_bytes=export.bytes)
+        artifacts[name] = ARTIFACT_TYPES["student.onnx"]
     _stage(job_id, "measuring")
     latency = measure_latency(onnx.path, teacher)
     metrics: dict[str, Any] = {
@@ -400,7 +444,7 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
 
     _stage(job_id, "storing")
     with session_scope() as session:
-        for name, media_type in ARTIFACT_TYPES.items():
+        for name, media_type in artifacts.items():
             path = workdir / name
             blob = store_file(session, path, settings.blob_chunk_bytes)
             session.merge(

@@ -122,3 +122,54 @@ def test_early_stopped_kd(production_service: Service, ids: dict[str, str]) -> N
     assert all(h["hard_loss"] == 0 for h in history[:4])
     assert all(h["hard_loss"] > 0 for h in history[4:])
     assert all(np.isclose(h["loss"], h["hard_loss"]) for h in history[4:])
+
+
+def test_teacher_assistants(
+    production_service: Service, ids: dict[str, str], tmp_path: Path
+) -> None:
+    import onnxruntime as ort
+
+    service = production_service
+    body = {
+        "teacher_id": ids["mlp"],
+        "train_dataset_id": ids["train"],
+        "test_dataset_id": ids["test"],
+        "student": {"hidden_sizes": [16]},
+        "assistants": {"count": 2},
+        "training": {"epochs": 8},
+    }
+    job = service.wait(service.client.post("/v1/jobs", json=body).json()["id"])
+    assert job["status"] == "succeeded", f"{job}\n{service.tail()}"
+    metrics = job["metrics"]
+    steps = metrics["assistants"]
+    assert [s["step"] for s in steps] == [1, 2]
+    assert metrics["teacher_parameters"] > steps[0]["parameters"] > steps[1]["parameters"]
+    assert steps[1]["parameters"] > metrics["student_parameters"]
+    names = {
+        a["name"] for a in service.client.get(f"/v1/jobs/{job['id']}/artifacts").json()["data"]
+    }
+    assert {"assistant_1.onnx", "assistant_2.onnx", "student.onnx"} <= names
+    path = tmp_path / "assistant_2.onnx"
+    path.write_bytes(service.client.get(f"/v1/jobs/{job['id']}/artifacts/assistant_2.onnx").content)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.zeros((3, 1, 8, 8), np.float32)
+    assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (3, 10)
+    assert all(0.5 < s["accuracy"] <= 1 for s in steps)
+
+
+@pytest.mark.parametrize(
+    ("assistants", "field"),
+    [
+        ({}, "assistants"),
+        ({"count": 1, "hidden_sizes": [[64]]}, "assistants"),
+        ({"channels": [[8]]}, "assistants.channels"),
+        ({"count": 9}, "assistants.count"),
+    ],
+)
+def test_bad_assistants(
+    production_service: Service, ids: dict[str, str], assistants: dict[str, object], field: str
+) -> None:
+    body = {"teacher_id": ids["mlp"], "train_dataset_id": ids["train"], "assistants": assistants}
+    r = production_service.client.post("/v1/jobs", json=body)
+    assert r.status_code == 422, r.text
+    assert any(e["field"].startswith(field) for e in r.json()["errors"]), r.json()

@@ -174,3 +174,33 @@ def test_ensemble_targets_are_the_mean_softened_outputs() -> None:
     ) / 2
     assert torch.allclose(got, want, atol=1e-6)
     assert ensemble.parameters == 20
+
+
+def test_assistant_sizes_lie_between_student_and_teacher() -> None:
+    from worker.engine import assistant_specs, count_parameters
+
+    student = StudentSpec(hidden_sizes=(16,))
+    specs = assistant_specs(student, (1, 8, 8), 10, teacher_parameters=300_000, count=2)
+    sizes = [count_parameters(build_student(s, (1, 8, 8), 10)) for s in specs]
+    small = count_parameters(build_student(student, (1, 8, 8), 10))
+    assert small < sizes[1] < sizes[0] < 300_000  # trained largest first
+    ratio = 300_000 / small
+    for size, step in zip(sizes, (2, 1), strict=True):
+        assert size == pytest.approx(small * ratio ** (step / 3), rel=0.1)
+    with pytest.raises(ValueError, match="no room"):
+        assistant_specs(student, (1, 8, 8), 10, teacher_parameters=100, count=1)
+
+
+def test_distill_through_assistants(teacher_and_data: tuple[Path, Splits]) -> None:
+    from worker.engine import distill_through_assistants
+
+    path, splits = teacher_and_data
+    teacher = load_teacher(path)
+    config = DistillConfig(StudentSpec(hidden_sizes=(16,)), training=TrainingSpec(20))
+    specs = [StudentSpec(hidden_sizes=(64,)), StudentSpec(hidden_sizes=(32,))]
+    outcome, steps = distill_through_assistants(config, teacher, splits, specs)
+    assert [s.metrics["hidden_sizes"] for s in steps] == [[64], [32]]
+    assert all(s.metrics["accuracy"] > 0.7 for s in steps), [s.metrics for s in steps]
+    assert outcome.metrics["teacher_parameters"] == teacher.parameters
+    assert outcome.metrics["assistants"][1]["parameters"] == 64 * 32 + 32 + 32 * 10 + 10
+    assert outcome.metrics["student_accuracy"] > 0.7

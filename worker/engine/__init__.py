@@ -1,5 +1,6 @@
 """The distillation engine: a plain library (no web framework, database or queue)."""
 
+from worker.engine.assistants import AssistantStep, assistant_specs, distill_through_assistants
 from worker.engine.config import DistillConfig, KDMethod, StudentSpec, TrainingSpec
 from worker.engine.data import ArraySplit, Splits, TransferRows, random_split, stratified_split
 from worker.engine.ensemble import EnsembleTeacher
@@ -24,6 +25,9 @@ from worker.engine.training import (
 from worker.engine.transfer import SynthesisSpec, synthesize
 
 __all__ = [
+    "AssistantStep",
+    "assistant_specs",
+    "distill_through_assistants",
     "EnsembleTeacher",
     "UNLABELED",
     "DiskLogitCache",
