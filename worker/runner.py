@@ -48,6 +48,7 @@ from worker.engine import (
     synthesize,
 )
 from worker.engine.evaluation import onnx_latency_ms, teacher_latency_ms
+from worker.report import render_report
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ ARTIFACT_TYPES = {
     "student.onnx": "application/octet-stream",
     "student.safetensors": "application/octet-stream",
     "metrics.json": "application/json",
+    "report.html": "text/html",
 }
 
 
@@ -441,6 +443,7 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         },
     }
     (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (workdir / "report.html").write_text(render_report(job_id, metrics))
 
     _stage(job_id, "storing")
     with session_scope() as session:

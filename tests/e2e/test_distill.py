@@ -93,10 +93,16 @@ def test_distill_end_to_end(
 
     listing = api.get(f"/v1/jobs/{job['id']}/artifacts").json()
     names = {a["name"] for a in listing["data"]}
-    assert names == {"student.onnx", "student.safetensors", "metrics.json"}
+    assert names == {"student.onnx", "student.safetensors", "metrics.json", "report.html"}
     assert all(a["created_at"].endswith(("Z", "+00:00")) for a in listing["data"])
 
     metrics = api.get(f"/v1/jobs/{job['id']}/artifacts/metrics.json").json()
+    report = api.get(f"/v1/jobs/{job['id']}/artifacts/report.html")
+    assert report.headers["content-type"].startswith("text/html")
+    assert "distilled student" in report.text and report.text.count("data:image/png;base64") == 2
+    out = Path(__file__).resolve().parents[2] / "test-output"
+    out.mkdir(exist_ok=True)
+    (out / f"report-{service.name}-{fmt}.html").write_text(report.text)
     onnx_file = tmp_path / "student.onnx"
     with api.stream("GET", f"/v1/jobs/{job['id']}/artifacts/student.onnx") as resp:
         assert resp.status_code == 200
