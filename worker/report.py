@@ -118,11 +118,16 @@ def _verdict(metrics: dict[str, Any]) -> str:
     scratch = metrics.get("scratch_accuracy")
     if scratch is not None:
         gap = metrics.get("gap_closed")
-        text += f" The same student trained from scratch scores {_pct(scratch)}" + (
-            f"; distillation closed {_pct(gap)} of the gap to the teacher."
-            if gap is not None
-            else "."
-        )
+        text += f" The same student trained from scratch scores {_pct(scratch)}"
+        if student is not None and student < scratch:
+            text += (
+                "; here distillation did not pay: ship the scratch student, or give the "
+                "student more to learn from (transfer rows, more epochs)."
+            )
+        elif gap is not None:
+            text += f"; distillation closed {_pct(gap)} of the gap to the teacher."
+        else:
+            text += "."
     return html.escape(text)
 
 
