@@ -10,10 +10,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy import CursorResult, update
 
-from app.datafiles import load_arrays
 from app.db import session_scope
 from app.jobs import fail_job
 from app.models import Artifact, Blob, Dataset, Job, utcnow
@@ -21,38 +19,32 @@ from app.models import Teacher as TeacherRow
 from app.settings import Settings, get_settings
 from app.storage import cached_blob, store_file
 from worker.engine import (
-    ArraySplit,
     AssistantStep,
     DiskLogitCache,
-    DistillConfig,
     EnsembleTeacher,
     EpochRecord,
     ExportCheckFailed,
-    KDMethod,
-    Splits,
-    StudentSpec,
-    SynthesisSpec,
     Teacher,
     TeacherRejected,
-    TrainingSpec,
-    TransferRows,
     accuracy,
-    assistant_specs,
     distill,
     distill_through_assistants,
     export_onnx,
     load_teacher,
-    random_split,
     save_safetensors,
-    stratified_split,
-    synthesize,
 )
-from worker.engine.evaluation import onnx_latency_ms, teacher_latency_ms
+from worker.plan import (
+    JobInputError,
+    assistant_plan,
+    build_splits,
+    distill_config,
+    measure_latency,
+    transfer_rows,
+)
 from worker.report import render_report
 
 log = logging.getLogger(__name__)
 
-HELD_OUT_FRACTION = 0.15
 ARTIFACT_TYPES = {
     "student.onnx": "application/octet-stream",
     "student.safetensors": "application/octet-stream",
@@ -63,14 +55,6 @@ ARTIFACT_TYPES = {
 
 class JobCancelled(Exception):
     pass
-
-
-class JobInputError(Exception):
-    """A problem with the job's inputs found only when it ran; the message is for the user."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def run_job(job_id: str) -> None:
@@ -192,141 +176,6 @@ def _blob(session: Any, blob_id: str) -> Blob:
     return blob
 
 
-def build_splits(
-    train_path: Path, validation_path: Path | None, test_path: Path | None, seed: int
-) -> tuple[Splits, dict[str, Any]]:
-    """Use the given held-out datasets; carve what is missing out of train, stratified."""
-    x, y = load_arrays(train_path)
-    given_val = ArraySplit(*load_arrays(validation_path)) if validation_path else None
-    given_test = ArraySplit(*load_arrays(test_path)) if test_path else None
-    held_out = HELD_OUT_FRACTION * ((given_val is None) + (given_test is None))
-    report: dict[str, Any] = {"seed": seed}
-    if held_out == 0:
-        assert given_val is not None and given_test is not None
-        parts = [np.arange(len(x)), np.array([], dtype=np.int64), np.array([], dtype=np.int64)]
-    else:
-        val_fraction = HELD_OUT_FRACTION if given_val is None else 0.0
-        test_fraction = HELD_OUT_FRACTION if given_test is None else 0.0
-        fractions = (1.0 - held_out, val_fraction, test_fraction)
-        if y is not None:
-            parts = list(stratified_split(y, fractions, seed))
-            report["method"] = "stratified by class"
-        else:
-            parts = list(random_split(len(x), fractions, seed))
-            report["method"] = "random (unlabeled data)"
-        report["fractions"] = {
-            "train": fractions[0],
-            "validation": val_fraction,
-            "test": test_fraction,
-        }
-
-    def part(i: int) -> ArraySplit:
-        return ArraySplit(x[parts[i]], y[parts[i]] if y is not None else None)
-
-    splits = Splits(
-        train=part(0),
-        validation=given_val or part(1),
-        test=given_test or part(2),
-    )
-    report.update(
-        {
-            "train": {"rows": len(splits.train.x), "source": "train_dataset_id"},
-            "validation": {
-                "rows": len(splits.validation.x),
-                "source": "validation_dataset_id" if given_val else "held out of train",
-            },
-            "test": {
-                "rows": len(splits.test.x),
-                "source": "test_dataset_id" if given_test else "held out of train",
-            },
-        }
-    )
-    return splits, report
-
-
-def transfer_rows(
-    datasets: list[tuple[str, Path]], transfer: dict[str, Any] | None, splits: Splits
-) -> tuple[TransferRows, ...]:
-    """Rows from transfer datasets, then rows synthesized from the training split only."""
-    parts = [
-        TransferRows(source=dataset_id, x=load_arrays(path)[0]) for dataset_id, path in datasets
-    ]
-    if transfer:
-        methods = transfer["synthesize"]
-        for method in dict.fromkeys([methods] if isinstance(methods, str) else methods):
-            spec = SynthesisSpec(
-                method=method,
-                size=int(transfer["size"]),
-                seed=int(transfer["seed"]),
-                mixup_alpha=float(transfer["mixup_alpha"]),
-                noise_sigma=float(transfer["noise_sigma"]),
-                shift_pixels=int(transfer["shift_pixels"]),
-            )
-            parts.append(TransferRows(source=method, x=synthesize(splits.train.x, spec)))
-    return tuple(parts)
-
-
-def measure_latency(student_onnx: Path, teacher: Teacher) -> dict[str, Any]:
-    """Median latency on this worker of the ONNX student and the teacher in its own runtime."""
-    shape = teacher.input_shape
-    result: dict[str, Any] = {"teacher_runtime": teacher.format, "repeats": 30}
-    for batch in (1, 64):
-        student_ms = onnx_latency_ms(student_onnx, shape, batch)
-        teacher_ms = teacher_latency_ms(teacher.logits, shape, batch)
-        result[f"batch_{batch}"] = {
-            "student_onnx": student_ms,
-            "teacher": teacher_ms,
-            "speedup": teacher_ms / student_ms if student_ms > 0 else None,
-        }
-    return result
-
-
-def _assistant_specs(
-    assistants: dict[str, Any], config: DistillConfig, teacher: Teacher
-) -> list[StudentSpec]:
-    student = config.student
-    if assistants.get("hidden_sizes"):
-        return [replace(student, hidden_sizes=tuple(h)) for h in assistants["hidden_sizes"]]
-    if assistants.get("channels"):
-        return [replace(student, channels=tuple(c)) for c in assistants["channels"]]
-    try:
-        return assistant_specs(
-            student,
-            teacher.input_shape,
-            teacher.num_classes,
-            teacher.parameters,
-            int(assistants["count"]),
-        )
-    except ValueError as exc:
-        raise JobInputError("assistants_invalid", str(exc)) from exc
-
-
-def _config(spec: dict[str, Any]) -> DistillConfig:
-    student, method, training = spec["student"], spec["method"], spec["training"]
-    return DistillConfig(
-        student=StudentSpec(
-            architecture=student["architecture"],
-            hidden_sizes=tuple(student["hidden_sizes"]),
-            dropout=float(student["dropout"]),
-            batch_norm=bool(student["batch_norm"]),
-            channels=tuple(student["channels"]),
-        ),
-        method=KDMethod(
-            temperature=float(method["temperature"]),
-            alpha=float(method["alpha"]),
-            kd_stop_epoch=method.get("kd_stop_epoch"),
-        ),
-        training=TrainingSpec(
-            epochs=int(training["epochs"]),
-            batch_size=int(training["batch_size"]),
-            learning_rate=float(training["learning_rate"]),
-            weight_decay=float(training["weight_decay"]),
-            seed=int(training["seed"]),
-        ),
-        baseline=bool(spec.get("baseline", True)),
-    )
-
-
 def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
     found = _fetch(settings, job_id)
     spec = found["spec"]
@@ -368,14 +217,14 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         _check_cancel(job_id)
 
     logit_cache = DiskLogitCache(settings.resolved_cache_dir / "teacher_outputs")
-    config = _config(spec)
+    config = distill_config(spec)
     steps: list[AssistantStep] = []
     if spec.get("assistants"):
         outcome, steps = distill_through_assistants(
             config,
             teacher,
             splits,
-            _assistant_specs(spec["assistants"], config, teacher),
+            assistant_plan(spec["assistants"], config, teacher),
             on_stage=lambda stage: _stage(job_id, stage),
             on_assistant_epoch=lambda _step, _record: _check_cancel(job_id),
             cache=logit_cache,
