@@ -55,6 +55,25 @@ class StudentConfig(BaseModel):
     channels: Annotated[
         list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1, max_length=8)
     ] = Field(default=[16, 32], description="Conv channels per block (cnn only).")
+    max_parameters: int | None = Field(
+        default=None,
+        ge=10,
+        description="Size the student automatically: widen or narrow every layer (keeping "
+        "the shape given by hidden_sizes or channels) to the largest student with at most "
+        "this many parameters.",
+    )
+    compression: float | None = Field(
+        default=None,
+        gt=1.0,
+        le=1e6,
+        description="Size the student automatically to at most teacher parameters / compression.",
+    )
+
+    @model_validator(mode="after")
+    def _one_size_target(self) -> StudentConfig:
+        if self.max_parameters is not None and self.compression is not None:
+            raise ValueError("give max_parameters or compression, not both")
+        return self
 
 
 class KDMethodConfig(BaseModel):

@@ -21,6 +21,7 @@ from worker.engine import (
     TransferRows,
     assistant_specs,
     random_split,
+    sized_student,
     stratified_split,
     synthesize,
 )
@@ -146,16 +147,40 @@ def assistant_plan(
         raise JobInputError("assistants_invalid", str(exc)) from exc
 
 
-def distill_config(spec: dict[str, Any]) -> DistillConfig:
-    student, method, training = spec["student"], spec["method"], spec["training"]
+def student_plan(
+    spec: dict[str, Any], teacher: Teacher
+) -> tuple[StudentSpec, dict[str, Any] | None]:
+    """The student to train, sized automatically when the job asks for a parameter budget."""
+    student = spec["student"]
+    layout = StudentSpec(
+        architecture=student["architecture"],
+        hidden_sizes=tuple(student["hidden_sizes"]),
+        dropout=float(student["dropout"]),
+        batch_norm=bool(student["batch_norm"]),
+        channels=tuple(student["channels"]),
+    )
+    budget = student.get("max_parameters")
+    if student.get("compression"):
+        budget = int(teacher.parameters / float(student["compression"]))
+    if budget is None:
+        return layout, None
+    try:
+        chosen = sized_student(layout, teacher.input_shape, teacher.num_classes, int(budget))
+    except ValueError as exc:
+        raise JobInputError("student_too_small", str(exc)) from exc
+    sizing = {
+        "max_parameters": int(budget),
+        "compression": student.get("compression"),
+        "hidden_sizes": list(chosen.hidden_sizes),
+        "channels": list(chosen.channels),
+    }
+    return chosen, sizing
+
+
+def distill_config(spec: dict[str, Any], student: StudentSpec) -> DistillConfig:
+    method, training = spec["method"], spec["training"]
     return DistillConfig(
-        student=StudentSpec(
-            architecture=student["architecture"],
-            hidden_sizes=tuple(student["hidden_sizes"]),
-            dropout=float(student["dropout"]),
-            batch_norm=bool(student["batch_norm"]),
-            channels=tuple(student["channels"]),
-        ),
+        student=student,
         method=KDMethod(
             temperature=float(method["temperature"]),
             alpha=float(method["alpha"]),

@@ -39,6 +39,7 @@ from worker.plan import (
     build_splits,
     distill_config,
     measure_latency,
+    student_plan,
     transfer_rows,
 )
 from worker.report import render_report
@@ -217,7 +218,8 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         _check_cancel(job_id)
 
     logit_cache = DiskLogitCache(settings.resolved_cache_dir / "teacher_outputs")
-    config = distill_config(spec)
+    student, sizing = student_plan(spec, teacher)
+    config = distill_config(spec, student)
     steps: list[AssistantStep] = []
     if spec.get("assistants"):
         outcome, steps = distill_through_assistants(
@@ -283,7 +285,7 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
                 else None
             ),
         },
-        "student": spec["student"],
+        "student": {**spec["student"], "sized": sizing},
         "method": spec["method"],
         "training": spec["training"],
         "transfer_spec": {

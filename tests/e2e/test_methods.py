@@ -173,3 +173,28 @@ def test_bad_assistants(
     r = production_service.client.post("/v1/jobs", json=body)
     assert r.status_code == 422, r.text
     assert any(e["field"].startswith(field) for e in r.json()["errors"]), r.json()
+
+
+def test_student_sized_from_a_compression_target(
+    production_service: Service, ids: dict[str, str]
+) -> None:
+    service = production_service
+    body = {
+        "teacher_id": ids["mlp"],
+        "train_dataset_id": ids["train"],
+        "student": {"hidden_sizes": [64, 64], "compression": 25},
+        "training": {"epochs": 3},
+        "baseline": False,
+    }
+    job = service.wait(service.client.post("/v1/jobs", json=body).json()["id"])
+    assert job["status"] == "succeeded", job
+    metrics = service.client.get(f"/v1/jobs/{job['id']}/artifacts/metrics.json").json()
+    budget = metrics["teacher_parameters"] / 25
+    assert 0.8 * budget < metrics["student_parameters"] <= budget
+    sized = metrics["student"]["sized"]
+    assert len(sized["hidden_sizes"]) == 2 and sized["compression"] == 25
+
+    too_small = {**body, "student": {"hidden_sizes": [64], "max_parameters": 20}}
+    job = service.wait(service.client.post("/v1/jobs", json=too_small).json()["id"])
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "student_too_small" and "20" in job["error"]["message"]

@@ -204,3 +204,17 @@ def test_distill_through_assistants(teacher_and_data: tuple[Path, Splits]) -> No
     assert outcome.metrics["teacher_parameters"] == teacher.parameters
     assert outcome.metrics["assistants"][1]["parameters"] == 64 * 32 + 32 + 32 * 10 + 10
     assert outcome.metrics["student_accuracy"] > 0.7
+
+
+@pytest.mark.parametrize(
+    ("layout", "budget"),
+    [(StudentSpec(hidden_sizes=(64, 32)), 5_000), (StudentSpec("cnn", channels=(8, 16)), 3_000)],
+)
+def test_sized_student_fills_the_budget(layout: StudentSpec, budget: int) -> None:
+    from worker.engine import count_parameters, sized_student
+
+    chosen = sized_student(layout, (1, 8, 8), 10, budget)
+    size = count_parameters(build_student(chosen, (1, 8, 8), 10))
+    assert 0.8 * budget < size <= budget
+    with pytest.raises(ValueError, match="fits"):
+        sized_student(layout, (1, 8, 8), 10, 20)

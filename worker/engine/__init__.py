@@ -1,6 +1,11 @@
 """The distillation engine: a plain library (no web framework, database or queue)."""
 
-from worker.engine.assistants import AssistantStep, assistant_specs, distill_through_assistants
+from worker.engine.assistants import (
+    AssistantStep,
+    assistant_specs,
+    distill_through_assistants,
+    sized_student,
+)
 from worker.engine.config import DistillConfig, KDMethod, StudentSpec, TrainingSpec
 from worker.engine.data import ArraySplit, Splits, TransferRows, random_split, stratified_split
 from worker.engine.ensemble import EnsembleTeacher
@@ -25,6 +30,7 @@ from worker.engine.training import (
 from worker.engine.transfer import SynthesisSpec, synthesize
 
 __all__ = [
+    "sized_student",
     "AssistantStep",
     "assistant_specs",
     "distill_through_assistants",

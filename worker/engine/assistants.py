@@ -84,6 +84,28 @@ def assistant_specs(
     return specs
 
 
+def sized_student(
+    student: StudentSpec, input_shape: tuple[int, ...], num_classes: int, max_parameters: int
+) -> StudentSpec:
+    """The student's layout scaled to the largest width with at most max_parameters."""
+
+    def size(factor: float) -> int:
+        return count_parameters(build_student(_scaled(student, factor), input_shape, num_classes))
+
+    if size(1e-9) > max_parameters:  # every layer one unit wide is already too big
+        raise ValueError(
+            f"no {student.architecture} student of this shape fits in {max_parameters} "
+            f"parameters (the narrowest has {size(1e-9)}); use fewer layers or a larger target"
+        )
+    low, high = 1e-6, 1.0
+    while size(high) <= max_parameters and high < 1e5:
+        low, high = high, high * 2
+    for _ in range(50):
+        middle = math.sqrt(low * high)
+        low, high = (middle, high) if size(middle) <= max_parameters else (low, middle)
+    return _scaled(student, low)
+
+
 @dataclass
 class AssistantStep:
     spec: StudentSpec
