@@ -55,6 +55,11 @@ class StudentConfig(BaseModel):
     channels: Annotated[
         list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1, max_length=8)
     ] = Field(default=[16, 32], description="Conv channels per block (cnn only).")
+    normalize: bool = Field(
+        default=True,
+        description="Standardize inputs with statistics fitted on the training rows, baked "
+        "into the model and its ONNX, so the student takes raw inputs as the teacher does.",
+    )
     max_parameters: int | None = Field(
         default=None,
         ge=10,

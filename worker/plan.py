@@ -158,6 +158,7 @@ def student_plan(
         dropout=float(student["dropout"]),
         batch_norm=bool(student["batch_norm"]),
         channels=tuple(student["channels"]),
+        normalize=bool(student.get("normalize", True)),
     )
     budget = student.get("max_parameters")
     if student.get("compression"):

@@ -218,3 +218,20 @@ def test_sized_student_fills_the_budget(layout: StudentSpec, budget: int) -> Non
     assert 0.8 * budget < size <= budget
     with pytest.raises(ValueError, match="fits"):
         sized_student(layout, (1, 8, 8), 10, 20)
+
+
+def test_standardization_is_inside_the_student(tmp_path: Path) -> None:
+    from worker.engine.students import fit_standardization
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((200, 3, 4, 4)) * [[[[5.0]], [[0.1]], [[2.0]]]] + 7).astype(np.float32)
+    mean, std = fit_standardization(x, per_channel=True)
+    assert mean.shape == (3, 1, 1) and np.allclose(mean.ravel(), 7, atol=0.5)
+    model = build_student(StudentSpec("cnn", channels=(4,)), (3, 4, 4), 2, (mean, std)).eval()
+    inner = model[0](torch.from_numpy(x)).numpy()
+    assert np.allclose(inner.mean(axis=(0, 2, 3)), 0, atol=1e-4)
+    assert np.allclose(inner.std(axis=(0, 2, 3)), 1, atol=1e-2)
+    export = export_onnx(model, (3, 4, 4), tmp_path / "n.onnx", sample=x[:10])
+    assert export.max_abs_diff < 1e-4  # the raw-input ONNX reproduces the standardized model
+    flat_mean, _ = fit_standardization(x.reshape(200, -1), per_channel=False)
+    assert flat_mean.shape == (48,)

@@ -13,6 +13,8 @@ class StudentSpec:
     dropout: float = 0.0
     batch_norm: bool = False
     channels: tuple[int, ...] = (16, 32)
+    # Standardize inputs with statistics of the training rows, inside the model (and ONNX).
+    normalize: bool = True
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,12 +54,46 @@ def _cnn(spec: StudentSpec, input_shape: tuple[int, ...], num_classes: int) -> n
     return nn.Sequential(*layers)
 
 
-def build_student(spec: StudentSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+class Standardize(nn.Module):
+    """(x - mean) / std with statistics fitted on the training rows, kept as buffers so they
+    travel inside the exported ONNX: the student takes raw inputs, exactly as the teacher."""
+
+    mean: torch.Tensor
+    scale: torch.Tensor
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(1.0 / std, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) * self.scale
+
+
+def fit_standardization(x: np.ndarray, per_channel: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature statistics (mlp) or per-channel ones (cnn: shared across positions)."""
+    axes = (0, *range(2, x.ndim)) if per_channel and x.ndim > 2 else (0,)
+    mean = x.mean(axis=axes, keepdims=True, dtype=np.float64)[0]
+    std = x.std(axis=axes, keepdims=True, dtype=np.float64)[0]
+    std = np.where(std < 1e-6, 1.0, std)  # constant features pass through unscaled
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def build_student(
+    spec: StudentSpec,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    standardization: tuple[np.ndarray, np.ndarray] | None = None,
+) -> nn.Module:
     if spec.architecture == "mlp":
-        return _mlp(spec, input_shape, num_classes)
-    if spec.architecture == "cnn":
-        return _cnn(spec, input_shape, num_classes)
-    raise ValueError(f"unknown student architecture {spec.architecture!r}")
+        body = _mlp(spec, input_shape, num_classes)
+    elif spec.architecture == "cnn":
+        body = _cnn(spec, input_shape, num_classes)
+    else:
+        raise ValueError(f"unknown student architecture {spec.architecture!r}")
+    if standardization is None:
+        return body
+    return nn.Sequential(Standardize(*standardization), body)
 
 
 def count_parameters(module: nn.Module) -> int:

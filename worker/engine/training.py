@@ -16,7 +16,12 @@ from worker.engine.data import Splits
 from worker.engine.evaluation import classification_report
 from worker.engine.logit_cache import LogitCache, teacher_logits
 from worker.engine.losses import UNLABELED, kd_loss
-from worker.engine.students import build_student, count_parameters, default_device
+from worker.engine.students import (
+    build_student,
+    count_parameters,
+    default_device,
+    fit_standardization,
+)
 from worker.engine.teachers import Teacher
 
 
@@ -221,7 +226,14 @@ def distill(
         labeled_rows=labeled_rows,
     )
     torch.manual_seed(config.training.seed)
-    student = build_student(config.student, teacher.input_shape, teacher.num_classes).to(run_on)
+    standardization = (
+        fit_standardization(splits.train.x, per_channel=config.student.architecture == "cnn")
+        if config.student.normalize
+        else None
+    )
+    student = build_student(
+        config.student, teacher.input_shape, teacher.num_classes, standardization
+    ).to(run_on)
     started = time.perf_counter()
     history = _fit(student, rows, config, method.alpha, validation, on_epoch)
     train_seconds = time.perf_counter() - started
@@ -242,7 +254,9 @@ def distill(
             labeled_rows=labeled_rows,
         )
         torch.manual_seed(config.training.seed)
-        scratch = build_student(config.student, teacher.input_shape, teacher.num_classes)
+        scratch = build_student(
+            config.student, teacher.input_shape, teacher.num_classes, standardization
+        )
         scratch = scratch.to(run_on)
         scratch_history = _fit(scratch, scratch_rows, config, 1.0, validation, on_baseline_epoch)
         scratch_test = predict_logits(scratch, splits.test.x, device=run_on)
