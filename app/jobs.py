@@ -54,7 +54,8 @@ def _teachers(session: Session, body: JobCreate) -> Teacher:
     """The job's teacher, or the first of an ensemble whose members all match it."""
     first: Teacher | None = None
     for i, teacher_id in enumerate(body.teachers):
-        field = f"teacher_ids.{i}" if body.teacher_ids else "teacher_id"
+        field = body.teacher_field
+        field = f"{field}.{i}" if field != "teacher_id" else field
         teacher = session.get(Teacher, teacher_id)
         if teacher is None:
             raise InvalidInput(f"no teacher with id {teacher_id!r}", field=field, code="unknown_id")
@@ -66,7 +67,7 @@ def _teachers(session: Session, body: JobCreate) -> Teacher:
             raise InvalidInput(
                 f"teacher {teacher.id} takes {teacher.input_shape} with {teacher.num_classes} "
                 f"classes but teacher {first.id} takes {first.input_shape} with "
-                f"{first.num_classes}; an ensemble's teachers must agree",
+                f"{first.num_classes}; the teachers of one job must agree",
                 field=field,
                 code="shape_mismatch",
             )
@@ -210,7 +211,8 @@ def create_job(session: Session, body: JobCreate) -> Job:
             "transfer_dataset_ids": list(body.transfer_dataset_ids),
             "transfer": body.transfer.model_dump() if body.transfer else None,
             "baseline": body.baseline,
-            "teacher_ids": body.teachers,
+            "teacher_ids": body.teachers if not body.teacher_checkpoint_ids else [],
+            "teacher_checkpoint_ids": list(body.teacher_checkpoint_ids),
             "assistants": body.assistants.model_dump() if body.assistants else None,
         },
         cancel_requested=False,
@@ -263,7 +265,8 @@ def job_public(job: Job) -> dict[str, Any]:
         "finished_at": job.finished_at,
         "cancel_requested": job.cancel_requested,
         "teacher_id": job.teacher_id,
-        "teacher_ids": job.spec.get("teacher_ids", [job.teacher_id]),
+        "teacher_ids": job.spec.get("teacher_ids") or [job.teacher_id],
+        "teacher_checkpoint_ids": job.spec.get("teacher_checkpoint_ids", []),
         "train_dataset_id": job.train_dataset_id,
         "validation_dataset_id": job.validation_dataset_id,
         "test_dataset_id": job.test_dataset_id,

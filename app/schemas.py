@@ -198,26 +198,45 @@ class JobCreate(BaseModel):
         "seed) and report it beside the distilled one.",
     )
 
-    @field_validator("teacher_ids")
+    teacher_checkpoint_ids: Annotated[list[str], Field(max_length=16)] = Field(
+        default_factory=list,
+        description="Early-stopped teacher: checkpoints of one teacher (e.g. after 5, 20 and "
+        "100 epochs). The job distills from each, keeps the student that does best on the "
+        "validation rows and reports all.",
+    )
+
+    @field_validator("teacher_ids", "teacher_checkpoint_ids")
     @classmethod
     def _distinct_teachers(cls, value: list[str]) -> list[str]:
         if value and (len(value) < 2 or len(set(value)) != len(value)):
-            raise ValueError("an ensemble names at least two teachers, each once")
+            raise ValueError("name at least two teachers, each once")
         return value
 
     @model_validator(mode="after")
     def _one_teacher_or_an_ensemble(self) -> JobCreate:
-        if self.teacher_ids:
-            if self.teacher_id is not None and self.teacher_id != self.teacher_ids[0]:
-                raise ValueError("give teacher_id or teacher_ids, not both")
-            self.teacher_id = self.teacher_ids[0]
+        if self.teacher_ids and self.teacher_checkpoint_ids:
+            raise ValueError("give teacher_ids (an ensemble) or teacher_checkpoint_ids, not both")
+        several = self.teacher_ids or self.teacher_checkpoint_ids
+        if several:
+            if self.teacher_id is not None and self.teacher_id != several[0]:
+                raise ValueError("give teacher_id or a list of teachers, not both")
+            self.teacher_id = several[0]
         elif self.teacher_id is None:
-            raise ValueError("teacher_id is required (or teacher_ids for an ensemble)")
+            raise ValueError(
+                "teacher_id is required (or teacher_ids for an ensemble, or teacher_checkpoint_ids)"
+            )
         return self
 
     @property
+    def teacher_field(self) -> str:
+        if self.teacher_ids:
+            return "teacher_ids"
+        return "teacher_checkpoint_ids" if self.teacher_checkpoint_ids else "teacher_id"
+
+    @property
     def teachers(self) -> list[str]:
-        return list(self.teacher_ids) if self.teacher_ids else [str(self.teacher_id)]
+        several = self.teacher_ids or self.teacher_checkpoint_ids
+        return list(several) if several else [str(self.teacher_id)]
 
     @model_validator(mode="after")
     def _distinct_datasets(self) -> JobCreate:
@@ -248,6 +267,7 @@ class JobPublic(BaseModel):
     cancel_requested: bool
     teacher_id: str
     teacher_ids: list[str]
+    teacher_checkpoint_ids: list[str]
     train_dataset_id: str
     validation_dataset_id: str | None
     test_dataset_id: str | None

@@ -28,6 +28,7 @@ from worker.engine import (
     TeacherRejected,
     accuracy,
     distill,
+    distill_best_checkpoint,
     distill_through_assistants,
     export_onnx,
     load_teacher,
@@ -138,7 +139,8 @@ def _fetch(settings: Settings, job_id: str) -> dict[str, Any]:
         job = session.get(Job, job_id)
         assert job is not None
         found: dict[str, Any] = {"spec": dict(job.spec), "teachers": []}
-        for teacher_id in job.spec.get("teacher_ids") or [job.teacher_id]:
+        named = job.spec.get("teacher_checkpoint_ids") or job.spec.get("teacher_ids")
+        for teacher_id in named or [job.teacher_id]:
             teacher = session.get(TeacherRow, teacher_id)
             if teacher is None:
                 raise JobInputError("unknown_id", f"teacher {teacher_id} is gone")
@@ -182,9 +184,10 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
     spec = found["spec"]
     _stage(job_id, "loading")
     members = [load_teacher(path) for path, _ in found["teachers"]]
+    checkpoints = bool(spec.get("teacher_checkpoint_ids"))
     teacher: Teacher = (
         members[0]
-        if len(members) == 1
+        if len(members) == 1 or checkpoints
         else EnsembleTeacher(members, float(spec["method"]["temperature"]))
     )
     splits, split_report = build_splits(
@@ -208,6 +211,8 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         return {**latest, "history": history, "history_scratch": scratch}
 
     def on_epoch(record: EpochRecord) -> None:
+        if record.epoch == 1:  # a new run (assistant step, checkpoint) starts its own curve
+            history.clear()
         history.append(asdict(record))
         _set_state(job_id, epoch=record.epoch, metrics=progress())
         _check_cancel(job_id)
@@ -221,7 +226,20 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
     student, sizing = student_plan(spec, teacher)
     config = distill_config(spec, student)
     steps: list[AssistantStep] = []
-    if spec.get("assistants"):
+    if checkpoints:
+        outcome, _ = distill_best_checkpoint(
+            config,
+            members,
+            splits,
+            on_stage=lambda stage: _stage(job_id, stage),
+            on_epoch=on_epoch,
+            on_baseline_epoch=on_baseline_epoch,
+            cache=logit_cache,
+        )
+        teacher = members[
+            next(i for i, c in enumerate(outcome.metrics["checkpoints"]) if c["chosen"])
+        ]
+    elif spec.get("assistants"):
         outcome, steps = distill_through_assistants(
             config,
             teacher,
@@ -269,7 +287,7 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         "split": split_report,
         "teacher_output_cache": {"hits": logit_cache.hits, "misses": logit_cache.misses},
         "teacher": {
-            **found["teachers"][0][1],
+            **found["teachers"][members.index(teacher) if checkpoints else 0][1],
             "input_shape": list(teacher.input_shape),
             "num_classes": teacher.num_classes,
             "ensemble": (
@@ -281,7 +299,7 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
                     }
                     for member, (_, info) in zip(members, found["teachers"], strict=True)
                 ]
-                if len(members) > 1
+                if len(members) > 1 and not checkpoints
                 else None
             ),
         },

@@ -198,3 +198,57 @@ def test_student_sized_from_a_compression_target(
     job = service.wait(service.client.post("/v1/jobs", json=too_small).json()["id"])
     assert job["status"] == "failed"
     assert job["error"]["code"] == "student_too_small" and "20" in job["error"]["message"]
+
+
+def test_early_stopped_teacher_checkpoints(
+    production_service: Service, digits: Digits, ids: dict[str, str], tmp_path: Path
+) -> None:
+    """Checkpoints of one teacher after 1, 4 and 30 epochs: the job distills from each."""
+    torch.manual_seed(5)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)
+    )
+    x, y = torch.from_numpy(digits.x_train), torch.from_numpy(digits.y_train)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    uploaded = []
+    for epoch in range(1, 31):
+        for idx in torch.randperm(len(x)).split(128):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+        if epoch in (1, 4, 30):
+            path = tmp_path / f"epoch{epoch}.onnx"
+            torch.onnx.export(
+                model.eval(),
+                (x[:2],),
+                str(path),
+                external_data=False,
+                dynamo=True,
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                verbose=False,
+            )
+            model.train()
+            uploaded.append(production_service.upload_teacher(path).json()["id"])
+    body = {
+        "teacher_checkpoint_ids": uploaded,
+        "train_dataset_id": ids["train"],
+        "test_dataset_id": ids["test"],
+        "training": {"epochs": 6},
+    }
+    r = production_service.client.post("/v1/jobs", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["teacher_checkpoint_ids"] == uploaded
+    job = production_service.wait(r.json()["id"])
+    assert job["status"] == "succeeded", f"{job}\n{production_service.tail()}"
+    report = job["metrics"]["checkpoints"]
+    assert [c["checkpoint"] for c in report] == [1, 2, 3]
+    assert sum(c["chosen"] for c in report) == 1
+    chosen = next(c for c in report if c["chosen"])
+    assert chosen["validation_accuracy"] == max(c["validation_accuracy"] for c in report)
+    assert job["metrics"]["student_accuracy"] == chosen["student_accuracy"]
+    assert job["metrics"]["teacher"]["id"] == uploaded[chosen["checkpoint"] - 1]
+    assert report[0]["teacher_accuracy"] < report[2]["teacher_accuracy"]
+    assert job["metrics"]["scratch_accuracy"] is not None
+
+    both = {**body, "teacher_ids": uploaded[:2]}
+    assert production_service.client.post("/v1/jobs", json=both).status_code == 422

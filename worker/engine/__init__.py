@@ -6,6 +6,7 @@ from worker.engine.assistants import (
     distill_through_assistants,
     sized_student,
 )
+from worker.engine.checkpoints import distill_best_checkpoint
 from worker.engine.config import DistillConfig, KDMethod, StudentSpec, TrainingSpec
 from worker.engine.data import ArraySplit, Splits, TransferRows, random_split, stratified_split
 from worker.engine.ensemble import EnsembleTeacher
@@ -30,6 +31,7 @@ from worker.engine.training import (
 from worker.engine.transfer import SynthesisSpec, synthesize
 
 __all__ = [
+    "distill_best_checkpoint",
     "sized_student",
     "AssistantStep",
     "assistant_specs",
