@@ -88,7 +88,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         f"  worker:   {settings.worker_concurrency} job(s) at a time",
         flush=True,
     )
-    worker = subprocess.Popen(_worker_command(settings, "embedded"))
+    worker = subprocess.Popen(_worker_command(settings, "embedded"), preexec_fn=_die_with_parent)
     try:
         _run_api(settings, host, port)
     finally:
@@ -98,6 +98,17 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             worker.kill()
     return 0
+
+
+def _die_with_parent() -> None:
+    """In the embedded worker's child: on Linux, receive SIGTERM when `serve` dies, however it
+    dies, so no orphaned worker keeps the queue."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _safe_url(url: str) -> str:

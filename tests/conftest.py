@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -109,22 +110,32 @@ class Service:
     def stop(self) -> None:
         self.client.close()
         for proc in self.processes:
-            proc.terminate()
+            _signal_group(proc, signal.SIGTERM)
         for proc in self.processes:
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                pass
+            _signal_group(proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     fh = log.open("wb")
+    # A session of its own: stop() ends the whole group, worker children included.
     return subprocess.Popen(
         [sys.executable, "-m", "app.cli", *args],
         env=env,
         stdout=fh,
         stderr=subprocess.STDOUT,
         cwd=ROOT,
+        start_new_session=True,
     )
 
 
