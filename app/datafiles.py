@@ -20,6 +20,9 @@ from typing import IO
 import numpy as np
 from numpy.lib import format as npy_format
 
+from app.imagefiles import IMAGE_SUFFIXES, ImageArchiveError, parse_size, read_image_archive
+from app.tablefiles import PARQUET_MAGIC, TableError, read_parquet
+
 MAX_COMPRESSION_RATIO = 1000
 # A label is a class number; a huge one would make the worker build a huge output layer.
 MAX_CLASSES = 100_000
@@ -41,13 +44,14 @@ class DatasetRejected(Exception):
 
 @dataclass(frozen=True)
 class ParsedDataset:
-    format: str  # "npz" | "csv"
+    format: str  # "npz" | "csv" | "parquet" | "images"
     rows: int
     feature_shape: tuple[int, ...]  # without the row dimension
     num_classes: int | None  # max label + 1; None when unlabeled
     labeled: bool
     class_counts: dict[int, int] | None
     canonical_path: Path
+    class_names: list[str] | None = None  # images: label i is the i-th class folder
 
 
 def _reject(message: str, field: str = "file") -> DatasetRejected:
@@ -268,8 +272,42 @@ def _write_canonical(out_dir: Path, x: np.ndarray, y: np.ndarray | None) -> Path
     return canonical
 
 
+def _is_image_archive(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if not n.endswith("/")]
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return (
+        bool(names)
+        and not any(n.endswith(".npy") for n in names)
+        and any(n.lower().endswith(IMAGE_SUFFIXES) for n in names)
+    )
+
+
+def _parse_images(
+    path: Path, image_size: str | None, image_mode: str
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    try:
+        size = parse_size(image_size)
+    except ImageArchiveError as exc:
+        raise _reject(str(exc), "image_size") from exc
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return read_image_archive(archive, path.stat().st_size, size, image_mode)
+    except ImageArchiveError as exc:
+        raise _reject(str(exc), "image_mode" if "image_mode" in str(exc) else "file") from exc
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise _reject("the zip archive cannot be read") from exc
+
+
 def parse_dataset(
-    path: Path, filename: str, out_dir: Path, label_column: str | None = None
+    path: Path,
+    filename: str,
+    out_dir: Path,
+    label_column: str | None = None,
+    image_size: str | None = None,
+    image_mode: str = "L",
 ) -> ParsedDataset:
     """Check an uploaded NPZ or CSV and write it to `out_dir` as an uncompressed NPZ holding
     `x` (float32, (N, *feature_shape)) and, when labeled, `y` (int64, (N,))."""
@@ -277,9 +315,20 @@ def parse_dataset(
         head = fh.read(_SNIFF_BYTES)
     if not head:
         raise _reject("the file is empty")
-    if head.startswith(_ZIP_MAGICS):
+    class_names: list[str] | None = None
+    y: np.ndarray | None
+    if head.startswith(_ZIP_MAGICS) and _is_image_archive(path):
+        fmt = "images"
+        x, y, class_names = _parse_images(path, image_size, image_mode)
+    elif head.startswith(_ZIP_MAGICS):
         fmt = "npz"
         x, y = _parse_npz(path)
+    elif head.startswith(PARQUET_MAGIC):
+        fmt = "parquet"
+        try:
+            x, y, label_column = read_parquet(path, label_column)
+        except TableError as exc:
+            raise _reject(str(exc), exc.field) from exc
     elif filename.lower().endswith(".csv") or _looks_like_text(head):
         fmt = "csv"
         x, y = _parse_csv(path, label_column)
@@ -302,7 +351,13 @@ def parse_dataset(
     bad = int(np.count_nonzero(~np.isfinite(x)))
     if bad:
         raise _reject(f"`x` holds {bad} values too large for float32; rescale the features")
-    where = "`y`" if fmt == "npz" else f"the label column {label_column or 'label'!r}"
+    where = (
+        "`y`"
+        if fmt == "npz"
+        else "the class folders"
+        if fmt == "images"
+        else f"the label column {label_column or 'label'!r}"
+    )
     labels = _labels(y, rows, where) if y is not None else None
     canonical = _write_canonical(out_dir, x, labels)
     counts = None
@@ -317,6 +372,7 @@ def parse_dataset(
         labeled=labels is not None,
         class_counts=counts,
         canonical_path=canonical,
+        class_names=class_names,
     )
 
 

@@ -102,6 +102,7 @@ class Dataset(Base):
     labeled: Mapped[bool] = mapped_column(Boolean)
     class_counts: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
     label_column: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    class_names: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class Job(Base):

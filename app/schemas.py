@@ -39,6 +39,9 @@ class DatasetPublic(BaseModel):
     num_classes: int | None
     labeled: bool
     class_counts: dict[str, int] | None
+    class_names: list[str] | None = Field(
+        default=None, description="Image archives: label i is the i-th class folder."
+    )
     sha256: str
     bytes: int
 

@@ -27,7 +27,10 @@ def upload_dataset(
     settings: SettingsDep,
     file: Annotated[
         UploadFile,
-        File(description="NPZ with `x` (N, ...) and optional integer `y` (N,), or CSV."),
+        File(
+            description="NPZ with `x` (N, ...) and optional integer `y` (N,); CSV or "
+            "Parquet with a label column; or a zip of class folders of PNG/JPEG images."
+        ),
     ],
     label_column: Annotated[
         str | None,
@@ -36,13 +39,22 @@ def upload_dataset(
             "without it the dataset is unlabeled).",
         ),
     ] = None,
+    image_size: Annotated[
+        str | None,
+        Form(description="Image archives: resize every image to WIDTHxHEIGHT, e.g. 28x28."),
+    ] = None,
+    image_mode: Annotated[
+        str, Form(description="Image archives: L (grayscale, 1 channel) or RGB (3).")
+    ] = "L",
 ) -> Dataset:
     filename = (file.filename or "dataset")[:255]
     with received_file(file, settings.tmp_dir, settings.blob_chunk_bytes) as received:
         out_dir = Path(tempfile.mkdtemp(dir=settings.tmp_dir, prefix="dataset-"))
         try:
             try:
-                parsed = parse_dataset(received.path, filename, out_dir, label_column)
+                parsed = parse_dataset(
+                    received.path, filename, out_dir, label_column, image_size, image_mode
+                )
             except DatasetRejected as exc:
                 raise InvalidInput(exc.message, field=exc.field, code="dataset_invalid") from exc
             blob = store_file(session, parsed.canonical_path, settings.blob_chunk_bytes)
@@ -65,6 +77,7 @@ def upload_dataset(
             else None
         ),
         label_column=label_column,
+        class_names=parsed.class_names,
     )
     session.add(dataset)
     session.flush()
