@@ -182,6 +182,7 @@ def run(task: Task, seeds: list[int], folder: Path) -> dict[str, list[float]]:
         results.setdefault("teacher", []).append(teacher_acc)
         for name, (alpha, transfer) in variants(task, seed).items():
             config = DistillConfig(
+                baseline=False,  # the scratch student is its own row of the table
                 student=StudentSpec(hidden_sizes=task.student_hidden),
                 method=KDMethod(temperature=defaults_method.temperature, alpha=alpha),
                 training=replace(
