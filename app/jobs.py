@@ -128,6 +128,7 @@ def validate_submission(session: Session, body: JobCreate) -> tuple[Teacher, Dat
             )
     _validate_transfer(session, body, teacher, train)
     _validate_assistants(body)
+    _validate_hint(body, teacher)
     stop = body.method.kd_stop_epoch
     if stop is not None and stop > body.training.epochs:
         raise InvalidInput(
@@ -171,6 +172,25 @@ def _validate_transfer(session: Session, body: JobCreate, teacher: Teacher, trai
             f"({rows} rows x {features} features); at most {MAX_TRAINING_GIB} GiB: lower "
             "transfer.size or use fewer transfer datasets",
             field="transfer.size",
+        )
+
+
+def _validate_hint(body: JobCreate, teacher: Teacher) -> None:
+    hint = body.method.hint
+    if hint is None:
+        return
+    if len(body.teachers) > 1:
+        raise InvalidInput(
+            "a hint names a tensor of one teacher; it cannot be used with several teachers",
+            field="method.hint",
+        )
+    candidates = list(teacher.inspection.get("hint_candidates", []))
+    if hint.teacher_output not in candidates:
+        shown = ", ".join(candidates[:20]) or "none (hints need an ONNX teacher)"
+        raise InvalidInput(
+            f"teacher {teacher.id} has no intermediate tensor {hint.teacher_output!r}; "
+            f"candidates: {shown}",
+            field="method.hint.teacher_output",
         )
 
 

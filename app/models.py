@@ -85,6 +85,10 @@ class Teacher(Base):
     output_kind: Mapped[str] = mapped_column(String(16))
     inspection: Mapped[dict[str, Any]] = mapped_column(JSON)
 
+    @property
+    def hint_candidates(self) -> list[str]:
+        return list(self.inspection.get("hint_candidates", []))
+
 
 class Dataset(Base):
     __tablename__ = "datasets"

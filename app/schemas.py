@@ -26,6 +26,10 @@ class TeacherPublic(BaseModel):
     output_kind: Literal["logits", "probabilities"] = Field(
         description="Probabilities are turned into logits with log(p) before softening."
     )
+    hint_candidates: list[str] = Field(
+        default_factory=list,
+        description="Intermediate tensors a FitNets hint can use (ONNX teachers).",
+    )
 
 
 class DatasetPublic(BaseModel):
@@ -84,6 +88,17 @@ class StudentConfig(BaseModel):
         return self
 
 
+class HintConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    teacher_output: str = Field(
+        min_length=1,
+        max_length=255,
+        description="A tensor name from the teacher's `hint_candidates` (GET /v1/teachers/{id}).",
+    )
+    epochs: int = Field(default=5, ge=1, le=1000)
+
+
 class KDMethodConfig(BaseModel):
     """Hinton's soft targets: L = alpha*CE(y, z) + (1-alpha)*T^2*KL(p_T || q_T).
 
@@ -95,6 +110,11 @@ class KDMethodConfig(BaseModel):
     type: Literal["kd"] = "kd"
     temperature: float = Field(default=4.0, gt=0.0, le=100.0)
     alpha: float = Field(default=0.1, ge=0.0, le=1.0)
+    hint: HintConfig | None = Field(
+        default=None,
+        description="FitNets: before KD, a middle student layer learns (through a linear "
+        "regressor) to predict this intermediate tensor of an ONNX teacher.",
+    )
     kd_stop_epoch: int | None = Field(
         default=None,
         ge=0,

@@ -186,6 +186,8 @@ def distill_config(spec: dict[str, Any], student: StudentSpec) -> DistillConfig:
             temperature=float(method["temperature"]),
             alpha=float(method["alpha"]),
             kd_stop_epoch=method.get("kd_stop_epoch"),
+            hint_output=(method.get("hint") or {}).get("teacher_output"),
+            hint_epochs=int((method.get("hint") or {}).get("epochs", 5)),
         ),
         training=TrainingSpec(
             epochs=int(training["epochs"]),

@@ -252,3 +252,29 @@ def test_early_stopped_teacher_checkpoints(
 
     both = {**body, "teacher_ids": uploaded[:2]}
     assert production_service.client.post("/v1/jobs", json=both).status_code == 422
+
+
+def test_fitnets_hint(production_service: Service, ids: dict[str, str]) -> None:
+    service = production_service
+    teacher = service.client.get(f"/v1/teachers/{ids['mlp']}").json()
+    assert teacher["hint_candidates"], teacher
+    name = teacher["hint_candidates"][-1]
+    body = {
+        "teacher_id": ids["mlp"],
+        "train_dataset_id": ids["train"],
+        "student": {"hidden_sizes": [64, 32]},
+        "method": {"hint": {"teacher_output": name, "epochs": 3}},
+        "training": {"epochs": 5},
+        "baseline": False,
+    }
+    job = service.wait(service.client.post("/v1/jobs", json=body).json()["id"])
+    assert job["status"] == "succeeded", f"{job}\n{service.tail()}"
+    hint = job["metrics"]["hint"]
+    assert hint["teacher_output"] == name and len(hint["mse"]) == 3
+    assert hint["mse"][-1] < hint["mse"][0]
+    assert hint["student_width"] == 64
+
+    bad = {**body, "method": {"hint": {"teacher_output": "no_such_tensor"}}}
+    r = service.client.post("/v1/jobs", json=bad)
+    assert r.status_code == 422 and name in r.json()["detail"]
+    assert r.json()["errors"][0]["field"] == "method.hint.teacher_output"

@@ -235,3 +235,16 @@ def test_standardization_is_inside_the_student(tmp_path: Path) -> None:
     assert export.max_abs_diff < 1e-4  # the raw-input ONNX reproduces the standardized model
     flat_mean, _ = fit_standardization(x.reshape(200, -1), per_channel=False)
     assert flat_mean.shape == (48,)
+
+
+def test_hint_stage_learns_the_teacher_tensor() -> None:
+    from worker.engine.hints import hint_layer, hint_stage
+
+    student = build_student(StudentSpec(hidden_sizes=(32, 16, 8)), (6,), 3)
+    assert hint_layer(student) is [m for m in student.modules() if isinstance(m, torch.nn.ReLU)][1]
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((256, 6)).astype(np.float32))
+    targets = np.tanh(x.numpy() @ rng.standard_normal((6, 5)).astype(np.float32))
+    report = hint_stage(student, x, targets, epochs=30, batch_size=32, learning_rate=3e-3, seed=0)
+    assert report["student_width"] == 16 and report["teacher_width"] == 5
+    assert report["mse"][-1] < 0.5 * report["mse"][0]

@@ -25,6 +25,9 @@ class KDMethod:
     alpha: float = 0.1
     # Early-stopped KD (METHODS.md §4): after this epoch, hard labels only (alpha = 1).
     kd_stop_epoch: int | None = None
+    # FitNets (METHODS.md §5): the teacher tensor a student layer learns first, and for how long.
+    hint_output: str | None = None
+    hint_epochs: int = 5
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from worker.engine.teachers import (
 )
 
 PROBE_ROWS = 8
+MAX_HINT_CANDIDATES = 200
 
 
 def _providers() -> list[str]:
@@ -115,7 +116,10 @@ class OnnxTeacher:
             )
         except Exception as exc:
             raise TeacherRejected(f"onnxruntime cannot run the model: {str(exc)[:300]}") from exc
+        self._model = model
+        self._hint_sessions: dict[str, Any] = {}
         self._choose_output()
+        self.details["hint_candidates"] = self._hint_candidates()
 
     def _choose_output(self) -> None:
         probe = np.random.default_rng(0).standard_normal((PROBE_ROWS, *self.input_shape))
@@ -152,6 +156,52 @@ class OnnxTeacher:
             "probabilities" if zipmap or looks_like_probabilities(matrix) else "logits"
         )
         self.details = {"input_name": self.input_name, "outputs_found": found}
+
+    def _hint_candidates(self) -> list[str]:
+        """Intermediate float tensors a FitNets hint can regress onto (METHODS.md §5)."""
+        import onnx
+
+        try:
+            inferred = onnx.shape_inference.infer_shapes(self._model)
+        except Exception:
+            return []
+        outputs = {o.name for o in inferred.graph.output}
+        names = []
+        for value in inferred.graph.value_info:
+            tensor = value.type.tensor_type
+            if value.name in outputs or tensor.elem_type != onnx.TensorProto.FLOAT:
+                continue
+            dims = tensor.shape.dim
+            # Per-row tensors only: their first dimension is the batch (weights are not).
+            per_row = len(dims) >= 2 and (
+                dims[0].HasField("dim_param")
+                or (self.fixed_batch is not None and dims[0].dim_value == self.fixed_batch)
+            )
+            if per_row:
+                names.append(value.name)
+        return names[:MAX_HINT_CANDIDATES]
+
+    def hint(self, x: np.ndarray, name: str, batch_size: int = 512) -> np.ndarray:
+        """The teacher's intermediate tensor `name` for x, flattened per row."""
+        import onnx
+        import onnxruntime as ort
+
+        if name not in self._hint_sessions:
+            inferred = onnx.shape_inference.infer_shapes(self._model)
+            found = [v for v in inferred.graph.value_info if v.name == name]
+            if not found:
+                raise TeacherRejected(f"the teacher has no intermediate tensor {name!r}")
+            inferred.graph.output.append(found[0])
+            self._hint_sessions[name] = ort.InferenceSession(
+                inferred.SerializeToString(), providers=_providers()
+            )
+        session = self._hint_sessions[name]
+
+        def run(part: np.ndarray) -> np.ndarray:
+            value = session.run([name], {self.input_name: part})[0]
+            return np.asarray(value, dtype=np.float32).reshape(len(part), -1)
+
+        return run_in_chunks(run, x.astype(np.float32), batch_size, self.fixed_batch)
 
     def _scores(self, part: np.ndarray) -> np.ndarray:
         value = self.session.run([self.output_name], {self.input_name: part})[0]

@@ -14,6 +14,7 @@ from torch import nn
 from worker.engine.config import DistillConfig
 from worker.engine.data import Splits
 from worker.engine.evaluation import classification_report
+from worker.engine.hints import hint_stage
 from worker.engine.logit_cache import LogitCache, teacher_logits
 from worker.engine.losses import UNLABELED, kd_loss
 from worker.engine.students import (
@@ -234,6 +235,23 @@ def distill(
     student = build_student(
         config.student, teacher.input_shape, teacher.num_classes, standardization
     ).to(run_on)
+    hint_report = None
+    if method.hint_output is not None:
+        stage("hints")
+        hint_of = getattr(teacher, "hint", None)
+        if hint_of is None:
+            raise ValueError("hints need a teacher that exposes intermediate tensors (ONNX)")
+        hint_report = hint_stage(
+            student,
+            x[:labeled_rows],
+            hint_of(splits.train.x, method.hint_output),
+            method.hint_epochs,
+            config.training.batch_size,
+            config.training.learning_rate,
+            config.training.seed,
+        )
+        hint_report["teacher_output"] = method.hint_output
+        stage("training")
     started = time.perf_counter()
     history = _fit(student, rows, config, method.alpha, validation, on_epoch)
     train_seconds = time.perf_counter() - started
@@ -287,6 +305,7 @@ def distill(
             "sources": {part.source: len(part.x) for part in splits.transfer},
         },
         "baseline": baseline_note or ("trained" if config.baseline else "off"),
+        "hint": hint_report,
         "evaluation": {
             "teacher": classification_report(teacher_test, splits.test.y),
             "student": classification_report(student_test, splits.test.y),

@@ -1,0 +1,75 @@
+"""FitNets hints (Romero et al., METHODS.md §5): before KD, a student layer learns, through a
+small regressor, to predict an intermediate tensor of the teacher."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def hint_layer(student: nn.Module) -> nn.Module:
+    """The student's middle layer: the activation after its middle hidden layer (mlp) or
+    middle conv block (cnn)."""
+    activations = [m for m in student.modules() if isinstance(m, nn.ReLU)]
+    if not activations:
+        raise ValueError("the student has no hidden layer to take a hint")
+    return activations[(len(activations) - 1) // 2]
+
+
+def hint_stage(
+    student: nn.Module,
+    x: torch.Tensor,
+    targets: np.ndarray,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+) -> dict[str, Any]:
+    """Train the student's layers up to the hint layer, and a linear regressor on top of it,
+    to predict the teacher's tensor (MSE). Returns the per-epoch loss."""
+    device = x.device
+    layer = hint_layer(student)
+    captured: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        with torch.no_grad():
+            student.eval()
+            student(x[:2])
+        width = math.prod(captured[0].shape[1:])
+        captured.clear()
+        target = torch.as_tensor(targets, dtype=torch.float32, device=device)
+        regressor = nn.Linear(width, target.shape[1]).to(device)
+        optimizer = torch.optim.Adam(
+            [*student.parameters(), *regressor.parameters()], lr=learning_rate
+        )
+        shuffle = torch.Generator(device="cpu").manual_seed(seed)
+        losses = []
+        for _ in range(epochs):
+            student.train()
+            order = torch.randperm(len(x), generator=shuffle).to(device)
+            total = torch.zeros((), device=device)
+            for start in range(0, len(x), batch_size):
+                idx = order[start : start + batch_size]
+                if len(idx) < 2:
+                    continue
+                captured.clear()
+                student(x[idx])
+                loss = F.mse_loss(regressor(captured[0].flatten(1)), target[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.detach() * len(idx)
+            losses.append(float(total) / len(x))
+    finally:
+        handle.remove()
+    return {
+        "epochs": epochs,
+        "student_width": width,
+        "teacher_width": int(target.shape[1]),
+        "mse": losses,
+    }
