@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput
+from app.events import record_event
 from app.models import Dataset, Job, Teacher, new_id, utcnow
 from app.schemas import JobCreate
 
@@ -239,34 +240,59 @@ def create_job(session: Session, body: JobCreate) -> Job:
     )
     session.add(job)
     session.flush()
+    record_event(session, job.id, "state", "queued", {"status": "queued"})
     return job
+
+
+def _changed(result: Any) -> bool:
+    assert isinstance(result, CursorResult)
+    return bool(result.rowcount)
 
 
 def request_cancel(session: Session, job_id: str) -> None:
     """Queued jobs are cancelled at once; running ones are asked to stop (checked per epoch)."""
     now = utcnow()
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == "queued")
-        .values(status="cancelled", stage="cancelled", finished_at=now, cancel_requested=True)
-    )
-    session.execute(
-        update(Job).where(Job.id == job_id, Job.status == "running").values(cancel_requested=True)
-    )
+    if _changed(
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued")
+            .values(status="cancelled", stage="cancelled", finished_at=now, cancel_requested=True)
+        )
+    ):
+        record_event(
+            session, job_id, "state", "cancelled before it started", {"status": "cancelled"}
+        )
+    elif _changed(
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running", Job.cancel_requested.is_(False))
+            .values(cancel_requested=True)
+        )
+    ):
+        record_event(session, job_id, "message", "cancel requested; stopping within an epoch")
 
 
 def fail_job(session: Session, job_id: str, code: str, message: str) -> None:
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_(("queued", "running")))
-        .values(
-            status="failed",
-            stage="failed",
-            error_code=code,
-            error_message=message,
-            finished_at=utcnow(),
+    if _changed(
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_(("queued", "running")))
+            .values(
+                status="failed",
+                stage="failed",
+                error_code=code,
+                error_message=message,
+                finished_at=utcnow(),
+            )
         )
-    )
+    ):
+        record_event(
+            session,
+            job_id,
+            "state",
+            f"failed: {message}",
+            {"status": "failed", "error": {"code": code, "message": message}},
+        )
 
 
 def job_public(job: Job) -> dict[str, Any]:

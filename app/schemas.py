@@ -304,6 +304,15 @@ class JobPublic(BaseModel):
     baseline: bool
 
 
+class JobEventPublic(BaseModel):
+    id: int
+    object: Literal["job.event"] = "job.event"
+    created_at: datetime
+    type: Literal["state", "message", "metrics"]
+    message: str
+    data: dict[str, Any] | None
+
+
 class ArtifactPublic(BaseModel):
     name: str
     object: Literal["artifact"] = "artifact"

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import CursorResult, update
 
 from app.db import session_scope
+from app.events import EventType, record_event
 from app.jobs import fail_job
 from app.models import Artifact, Blob, Dataset, Job, utcnow
 from app.models import Teacher as TeacherRow
@@ -69,6 +70,7 @@ def run_job(job_id: str) -> None:
         _execute(job_id, settings, workdir)
     except JobCancelled:
         _set_state(job_id, status="cancelled", stage="cancelled", finished_at=utcnow())
+        _event(job_id, "state", "cancelled", {"status": "cancelled"})
     except JobInputError as exc:
         _fail(job_id, exc.code, str(exc))
     except TeacherRejected as exc:
@@ -101,7 +103,14 @@ def _claim(job_id: str) -> bool:
         )
     if not claimed:
         log.info("job %s is not queued any more; leaving it", job_id)
-    return bool(claimed)
+        return False
+    _event(job_id, "state", f"running on {socket.gethostname()}", {"status": "running"})
+    return True
+
+
+def _event(job_id: str, type: EventType, message: str, data: dict[str, Any] | None = None) -> None:
+    with session_scope() as session:
+        record_event(session, job_id, type, message, data)
 
 
 def _rowcount(result: Any) -> int:
@@ -130,6 +139,7 @@ def _check_cancel(job_id: str) -> None:
 def _stage(job_id: str, stage: str) -> None:
     _check_cancel(job_id)
     _set_state(job_id, stage=stage)
+    _event(job_id, "message", f"stage: {stage}", {"stage": stage})
 
 
 def _fetch(settings: Settings, job_id: str) -> dict[str, Any]:
@@ -215,11 +225,18 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
             history.clear()
         history.append(asdict(record))
         _set_state(job_id, epoch=record.epoch, metrics=progress())
+        _event(job_id, "metrics", f"epoch {record.epoch}", {"phase": "student", **asdict(record)})
         _check_cancel(job_id)
 
     def on_baseline_epoch(record: EpochRecord) -> None:
         scratch.append(asdict(record))
         _set_state(job_id, metrics=progress())
+        _event(
+            job_id,
+            "metrics",
+            f"scratch epoch {record.epoch}",
+            {"phase": "scratch", **asdict(record)},
+        )
         _check_cancel(job_id)
 
     logit_cache = DiskLogitCache(settings.resolved_cache_dir / "teacher_outputs")
@@ -346,3 +363,10 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
             # Cancelled while storing: keep nothing half-delivered.
             session.rollback()
             raise JobCancelled()
+        record_event(
+            session,
+            job_id,
+            "state",
+            "succeeded",
+            {"status": "succeeded", "student_accuracy": metrics.get("student_accuracy")},
+        )

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from app.api.deps import SessionDep
 from app.db import session_scope
 from app.errors import PROBLEM_RESPONSES, NotFound, ServiceUnavailable
-from app.jobs import create_job, fail_job, job_public, request_cancel
+from app.events import event_public, events_after
+from app.jobs import TERMINAL, create_job, fail_job, job_public, request_cancel
 from app.models import Artifact, Blob, Job
 from app.pagination import newest_first
 from app.queue import publish_job
-from app.schemas import ArtifactPublic, JobCreate, JobPublic, Page
+from app.schemas import ArtifactPublic, JobCreate, JobEventPublic, JobPublic, Page
 from app.storage import iter_blob
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+STREAM_POLL_SECONDS = 0.5
 
 
 def _job(session: SessionDep, job_id: str) -> Job:
@@ -75,6 +80,63 @@ def cancel_job(job_id: str, session: SessionDep) -> dict[str, Any]:
     session.flush()
     session.expire_all()
     return job_public(_job(session, job_id))
+
+
+@router.get("/{job_id}/events", response_model=Page[JobEventPublic], responses=PROBLEM_RESPONSES)
+def list_events(
+    job_id: str,
+    session: SessionDep,
+    after: Annotated[int | None, Query(description="id of the last event seen")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """The job's events, oldest first: state changes, messages (stages), per-epoch metrics."""
+    _job(session, job_id)
+    rows = events_after(session, job_id, after, limit + 1)
+    data = [event_public(e) for e in rows[:limit]]
+    more = len(rows) > limit
+    return {"data": data, "has_more": more, "next_after": str(data[-1]["id"]) if more else None}
+
+
+@router.get(
+    "/{job_id}/events/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **PROBLEM_RESPONSES},
+)
+def stream_events(
+    job_id: str,
+    session: SessionDep,
+    after: Annotated[int | None, Query(description="id of the last event seen")] = None,
+    last_event_id: Annotated[int | None, Header()] = None,
+) -> StreamingResponse:
+    """The same events as server-sent events, until the job has ended. Resumes after
+    `Last-Event-ID` (or `after`)."""
+    _job(session, job_id)
+    return StreamingResponse(
+        _event_stream(job_id, last_event_id if last_event_id is not None else after),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _event_stream(job_id: str, after: int | None) -> Iterator[str]:
+    last_sent = time.monotonic()
+    while True:
+        with session_scope() as session:
+            events = events_after(session, job_id, after, 500)
+            job = session.get(Job, job_id)
+            ended = job is None or job.status in TERMINAL
+        for event in events:
+            after = event.id
+            body = json.dumps(event_public(event), default=str)
+            yield f"id: {event.id}\nevent: {event.type}\ndata: {body}\n\n"
+            last_sent = time.monotonic()
+        if ended and not events:
+            return
+        if time.monotonic() - last_sent > 15:
+            yield ": keep-alive\n\n"
+            last_sent = time.monotonic()
+        if not events:
+            time.sleep(STREAM_POLL_SECONDS)
 
 
 @router.get("/{job_id}/artifacts", response_model=Page[ArtifactPublic], responses=PROBLEM_RESPONSES)

@@ -41,6 +41,12 @@ def test_cancel_running_and_queued_jobs(
     assert time.monotonic() - cancelled_at < 30  # within one (short) epoch plus polling
     assert job["epoch"] < 1000 and job["finished_at"] is not None
     assert api.get(f"/v1/jobs/{running['id']}/artifacts").json()["data"] == []
+    events = api.get(f"/v1/jobs/{running['id']}/events", params={"limit": 1000}).json()["data"]
+    messages = [e["message"] for e in events]
+    assert "cancel requested; stopping within an epoch" in messages
+    assert events[-1]["type"] == "state" and events[-1]["data"]["status"] == "cancelled"
+    queued_events = api.get(f"/v1/jobs/{queued['id']}/events").json()["data"]
+    assert [e["data"]["status"] for e in queued_events] == ["queued", "cancelled"]
 
     # The cancelled queued job never runs, even when its message reaches the worker.
     time.sleep(2)
@@ -75,3 +81,48 @@ def test_list_jobs_newest_first_paginated(
     for job_id in made:
         service.wait(job_id)
     assert api.get("/v1/jobs", params={"after": "job_nope"}).status_code == 422
+
+
+def test_events_list_and_stream(
+    production_service: Service, digits_teacher: TeacherFiles, digits_files: dict[str, Path]
+) -> None:
+    import json
+
+    service = production_service
+    api = service.client
+    ids = _ids(service, digits_teacher, digits_files)
+    job = api.post("/v1/jobs", json={**ids, "training": {"epochs": 3}}).json()
+
+    # The stream follows the job live and ends by itself when the job has ended.
+    streamed = []
+    with api.stream("GET", f"/v1/jobs/{job['id']}/events/stream") as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                streamed.append(json.loads(line[len("data: ") :]))
+    assert service.wait(job["id"])["status"] == "succeeded"
+
+    events = []
+    after = None
+    while True:
+        params = {"limit": 4, **({"after": after} if after else {})}
+        page = api.get(f"/v1/jobs/{job['id']}/events", params=params).json()
+        events.extend(page["data"])
+        if not page["has_more"]:
+            break
+        after = page["next_after"]
+    assert [e["id"] for e in streamed] == [e["id"] for e in events]
+    states = [e["data"]["status"] for e in events if e["type"] == "state"]
+    assert states == ["queued", "running", "succeeded"]
+    stages = [e["data"]["stage"] for e in events if e["type"] == "message"]
+    assert stages[:2] == ["loading", "teacher_outputs"] and "exporting" in stages
+    metrics = [e["data"] for e in events if e["type"] == "metrics"]
+    assert [m["epoch"] for m in metrics if m["phase"] == "student"] == [1, 2, 3]
+    assert [m["epoch"] for m in metrics if m["phase"] == "scratch"] == [1, 2, 3]
+    assert all("validation_accuracy" in m for m in metrics)
+
+    # Resuming after the last event seen gives nothing new once the job has ended.
+    last = events[-1]["id"]
+    resumed = api.get(f"/v1/jobs/{job['id']}/events/stream", headers={"Last-Event-ID": str(last)})
+    assert "data: " not in resumed.text
+    assert api.get("/v1/jobs/job_nope/events").status_code == 404
