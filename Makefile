@@ -23,8 +23,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check app worker migrations tests bench
-	$(BIN)/mypy app worker
+	$(BIN)/ruff check app worker distillery migrations tests bench
+	$(BIN)/mypy app worker distillery
 
 compose-check:
 	docker-compose -f docker-compose.yml config -q

@@ -23,3 +23,11 @@ def test_worker_parent_never_imports_torch() -> None:
 def test_engine_imports_no_web_db_or_queue() -> None:
     loaded = _loaded_after("import worker.engine", ["fastapi", "sqlalchemy", "celery", "app"])
     assert loaded == []
+
+
+def test_client_package_is_client_only() -> None:
+    loaded = _loaded_after(
+        "import distillery, distillery.cli",
+        ["torch", "fastapi", "sqlalchemy", "celery", "app", "worker"],
+    )
+    assert loaded == []
