@@ -18,8 +18,8 @@ from rich.table import Table
 from distillery.client import Client, DistilleryError
 
 SERVER_COMMANDS = ("serve", "api", "worker", "migrate")
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 class ClientSettings(BaseSettings):
