@@ -43,6 +43,7 @@ def _run_api(settings: Settings, host: str, port: int) -> None:
         port=port,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
+        log_config=None,  # JSON logs, configured by the app (app.observability)
     )
 
 

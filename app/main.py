@@ -6,10 +6,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import __version__
 from app.api import datasets, jobs, teachers
-from app.errors import install_error_handlers
+from app.errors import (
+    PROBLEM_RESPONSES,
+    ServiceUnavailable,
+    install_error_handlers,
+    problem_response,
+)
+from app.observability import MetricsMiddleware, configure_logging, readiness, registry
 from app.settings import get_settings
 from app.uploads import UploadLimitMiddleware
 
@@ -31,10 +39,12 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     settings = get_settings()
+    configure_logging(settings.log_level)
     api = FastAPI(
         title="Distillery", version=__version__, description=DESCRIPTION, lifespan=lifespan
     )
     api.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    api.add_middleware(MetricsMiddleware)
     install_error_handlers(api)
     api.include_router(teachers.router)
     api.include_router(datasets.router)
@@ -42,7 +52,26 @@ def create_app() -> FastAPI:
 
     @api.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
+        """The process is up."""
         return {"status": "ok"}
+
+    @api.get(
+        "/readyz",
+        tags=["health"],
+        responses={503: PROBLEM_RESPONSES[422] | {"description": "A dependency is down"}},
+    )
+    def readyz() -> Response:
+        """The database and the broker both answer."""
+        down = readiness(settings)
+        if down:
+            detail = "; ".join(f"{name}: {why}" for name, why in down.items())
+            return problem_response(ServiceUnavailable(f"not ready: {detail}").to_problem())
+        return JSONResponse({"status": "ready"})
+
+    @api.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def metrics() -> Response:
+        """Prometheus metrics: jobs by state, queue depth, job durations, HTTP latency."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return api
 

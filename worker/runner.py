@@ -17,6 +17,7 @@ from app.events import EventType, record_event
 from app.jobs import fail_job
 from app.models import Artifact, Blob, Dataset, Job, utcnow
 from app.models import Teacher as TeacherRow
+from app.observability import job_context
 from app.settings import Settings, get_settings
 from app.storage import cached_blob, store_file
 from worker.engine import (
@@ -61,6 +62,11 @@ class JobCancelled(Exception):
 
 
 def run_job(job_id: str) -> None:
+    with job_context(job_id):
+        _run(job_id)
+
+
+def _run(job_id: str) -> None:
     settings = get_settings()
     settings.ensure_dirs()
     if not _claim(job_id):
@@ -105,6 +111,7 @@ def _claim(job_id: str) -> bool:
         log.info("job %s is not queued any more; leaving it", job_id)
         return False
     _event(job_id, "state", f"running on {socket.gethostname()}", {"status": "running"})
+    log.info("job claimed by %s", socket.gethostname())
     return True
 
 
@@ -125,6 +132,7 @@ def _set_state(job_id: str, **values: Any) -> None:
 
 
 def _fail(job_id: str, code: str, message: str) -> None:
+    log.warning("job failed: %s: %s", code, message)
     with session_scope() as session:
         fail_job(session, job_id, code, message)
 
@@ -363,6 +371,7 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
             # Cancelled while storing: keep nothing half-delivered.
             session.rollback()
             raise JobCancelled()
+        log.info("job succeeded")
         record_event(
             session,
             job_id,

@@ -1,0 +1,80 @@
+"""Prometheus metrics, JSON logs with job ids, and readiness, on the production stack."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import (
+    Service,
+    TeacherFiles,
+    _spawn,
+    _wait_healthy,
+    base_env,
+    free_port,
+)
+
+
+def test_metrics_logs_and_readiness(
+    production_service: Service, digits_teacher: TeacherFiles, digits_files: dict[str, Path]
+) -> None:
+    service = production_service
+    api = service.client
+    assert api.get("/readyz").json() == {"status": "ready"}
+    teacher = service.upload_teacher(digits_teacher.onnx).json()
+    train = service.upload_dataset(digits_files["train"]).json()
+    job = api.post(
+        "/v1/jobs",
+        json={
+            "teacher_id": teacher["id"],
+            "train_dataset_id": train["id"],
+            "training": {"epochs": 2},
+        },
+    ).json()
+    assert service.wait(job["id"])["status"] == "succeeded"
+    api.get(f"/v1/jobs/{job['id']}")
+
+    text = api.get("/metrics").text
+    assert 'distillery_jobs{status="succeeded"}' in text
+    assert "distillery_queue_depth" in text
+    assert "distillery_job_duration_seconds_count" in text
+    assert 'route="/v1/jobs/{job_id}"' in text and 'method="GET"' in text
+    assert job["id"] not in text, "routes are templates, not raw paths"
+
+    api_lines = [
+        json.loads(line)
+        for line in service.logs[0].read_text().splitlines()
+        if line.startswith("{")
+    ]
+    assert api_lines and all({"time", "level", "logger", "message"} <= set(e) for e in api_lines)
+    worker_lines = [
+        json.loads(line)
+        for line in service.logs[1].read_text().splitlines()
+        if line.startswith("{")
+    ]
+    assert any(
+        e.get("job_id") == job["id"] and e["message"] == "job succeeded" for e in worker_lines
+    )
+
+
+def test_readyz_names_what_is_down(tmp_path: Path) -> None:
+    port = free_port()
+    env = base_env(
+        tmp_path / "data",
+        DISTILLERY_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none",
+        DISTILLERY_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0",
+        DISTILLERY_API_PORT=str(port),
+    )
+    service = Service(name="down", base_url=f"http://127.0.0.1:{port}", env=env)
+    service.logs = [tmp_path / "api.log"]
+    service.processes = [_spawn(["api"], env, service.logs[0])]
+    try:
+        _wait_healthy(service)
+        r = httpx.get(f"{service.base_url}/readyz", timeout=30)
+        assert r.status_code == 503
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert "database" in r.json()["detail"] and "broker" in r.json()["detail"]
+    finally:
+        service.stop()
