@@ -25,3 +25,9 @@ def test_env_example_values_parse(monkeypatch) -> None:  # type: ignore[no-untyp
     assert settings.resolved_database_url.startswith("sqlite:///")
     assert settings.embedded_broker
     assert settings.resolved_cache_dir.name == "cache"
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [n for n in Settings.model_fields if f"`DISTILLERY_{n.upper()}`" not in readme]
+    assert missing == []
