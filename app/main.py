@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app import __version__
+from app import __version__, dashboard
 from app.api import datasets, jobs, teachers
 from app.errors import (
     PROBLEM_RESPONSES,
@@ -49,6 +49,8 @@ def create_app() -> FastAPI:
     api.include_router(teachers.router)
     api.include_router(datasets.router)
     api.include_router(jobs.router)
+    api.include_router(dashboard.router)
+    api.mount("/dashboard/static", dashboard.static_files, name="dashboard-static")
 
     @api.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

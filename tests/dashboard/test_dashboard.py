@@ -1,0 +1,75 @@
+"""The dashboard end to end in headless Chromium: upload, submit, watch, download."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, Service, TeacherFiles
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = ROOT / "test-output" / "dashboard"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+    reason="Debian's chromium is not installed (CI installs it and runs this test)",
+)
+
+
+def test_dashboard_upload_submit_watch_download(
+    embedded_service: Service, digits_teacher: TeacherFiles, digits_files: dict[str, Path]
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(f"{embedded_service.base_url}/")
+        expect(page.locator("h1")).to_have_text("Jobs")
+
+        page.goto(f"{embedded_service.base_url}/dashboard/new")
+        page.set_input_files("#teacher-file", str(digits_teacher.onnx))
+        page.set_input_files("#train-file", str(digits_files["train"]))
+        page.fill("#hidden", "32")
+        page.fill("#epochs", "6")
+        page.screenshot(path=str(SHOTS / "new-job.png"))
+        page.click("#submit")
+        page.wait_for_url("**/dashboard/job?id=job_*", timeout=60_000)
+        job_id = page.url.split("id=")[1]
+
+        expect(page.locator("#status .status")).to_have_text("succeeded", timeout=180_000)
+        expect(page.locator("td.student-accuracy")).to_contain_text("%", timeout=10_000)
+        page.wait_for_function(
+            "Number(document.getElementById('curves').dataset.points || 0) >= 12"
+        )
+        downloads = page.locator("#downloads a.download")
+        expect(downloads).to_have_count(4)
+        assert "student.onnx" in " ".join(downloads.all_inner_texts())
+        events = page.locator("#events tbody tr")
+        assert events.count() > 5
+        page.screenshot(path=str(SHOTS / "job.png"), full_page=True)
+
+        page.goto(f"{embedded_service.base_url}/dashboard/")
+        row = page.locator("#jobs tbody tr", has_text=job_id)
+        expect(row.locator(".status")).to_have_text("succeeded")
+        page.screenshot(path=str(SHOTS / "jobs.png"))
+
+        with page.expect_download() as download:
+            page.goto(f"{embedded_service.base_url}/dashboard/job?id={job_id}")
+            page.locator("#downloads a.download", has_text="student.onnx").click()
+        assert download.value.suggested_filename == "student.onnx"
+        browser.close()
