@@ -37,6 +37,12 @@ def _worker_command(settings: Settings, name: str) -> list[str]:
 def _run_api(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
+    # The app reads its settings itself: make a --host/--port flag what it sees too, so the
+    # loopback-only anonymous access is decided on the address actually bound.
+    os.environ["DISTILLERY_API_HOST"] = host
+    os.environ["DISTILLERY_API_PORT"] = str(port)
+    get_settings.cache_clear()
+
     uvicorn.run(
         "app.main:app",
         host=host,
@@ -56,9 +62,40 @@ def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    """Print a new API key once; only its hash is stored."""
+    from app.auth import create_key
+    from app.db import session_scope
+
+    with session_scope() as session:
+        key, secret = create_key(session, args.tenant, args.name or args.tenant)
+        print(
+            f"{secret}\n# {key.id} for tenant {key.tenant_id!r}: send it as "
+            "'Authorization: Bearer <key>'; it is not shown again",
+            flush=True,
+        )
+    return 0
+
+
+def _access_note(settings: Settings) -> str:
+    if settings.anonymous_allowed:
+        return (
+            "no API key needed on loopback: requests without one act as tenant 'local' "
+            "(set DISTILLERY_ANONYMOUS=false to require keys)"
+        )
+    return "every request needs an API key (create one with `distillery keys create`)"
+
+
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     settings.ensure_dirs()
-    _run_api(settings, args.host or settings.api_host, args.port or settings.api_port)
+    host = args.host or settings.api_host
+    settings = settings.model_copy(update={"api_host": host})
+    print(
+        f"Distillery API on http://{host}:{args.port or settings.api_port}: "
+        f"{_access_note(settings)}",
+        flush=True,
+    )
+    _run_api(settings, host, args.port or settings.api_port)
     return 0
 
 
@@ -86,7 +123,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         f"Distillery on http://{host}:{port} (API docs: http://{host}:{port}/docs)\n"
         f"  database: {_safe_url(settings.resolved_database_url)}\n"
         f"  broker:   {broker}\n"
-        f"  worker:   {settings.worker_concurrency} job(s) at a time",
+        f"  worker:   {settings.worker_concurrency} job(s) at a time\n"
+        f"  access:   {_access_note(settings.model_copy(update={'api_host': host}))}",
         flush=True,
     )
     worker = subprocess.Popen(_worker_command(settings, "embedded"), preexec_fn=_die_with_parent)
@@ -133,12 +171,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, default=None, help="port (DISTILLERY_API_PORT)")
     sub.add_parser("worker", help="run a Celery worker that trains jobs")
     sub.add_parser("migrate", help="bring the database schema to the newest revision")
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
+    create = keys.add_parser("create", help="create an API key for a tenant (printed once)")
+    create.add_argument("--tenant", required=True, help="the tenant the key acts as")
+    create.add_argument("--name", help="a label for the key")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"serve": cmd_serve, "api": cmd_api, "worker": cmd_worker, "migrate": cmd_migrate}
+    handlers = {
+        "serve": cmd_serve,
+        "api": cmd_api,
+        "worker": cmd_worker,
+        "migrate": cmd_migrate,
+        "keys": cmd_keys_create,
+    }
     return handlers[args.command](get_settings(), args)
 
 

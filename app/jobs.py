@@ -20,9 +20,9 @@ MIN_ROWS_FOR_SPLIT = 20
 MAX_TRAINING_GIB = 2
 
 
-def _dataset(session: Session, field: str, dataset_id: str) -> Dataset:
+def _dataset(session: Session, field: str, dataset_id: str, tenant: str) -> Dataset:
     dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
+    if dataset is None or dataset.tenant_id != tenant:
         raise InvalidInput(f"no dataset with id {dataset_id!r}", field=field, code="unknown_id")
     return dataset
 
@@ -51,14 +51,14 @@ def _check_matches_teacher(
         )
 
 
-def _teachers(session: Session, body: JobCreate) -> Teacher:
+def _teachers(session: Session, body: JobCreate, tenant: str) -> Teacher:
     """The job's teacher, or the first of an ensemble whose members all match it."""
     first: Teacher | None = None
     for i, teacher_id in enumerate(body.teachers):
         field = body.teacher_field
         field = f"{field}.{i}" if field != "teacher_id" else field
         teacher = session.get(Teacher, teacher_id)
-        if teacher is None:
+        if teacher is None or teacher.tenant_id != tenant:
             raise InvalidInput(f"no teacher with id {teacher_id!r}", field=field, code="unknown_id")
         if teacher.status != "ready":
             raise InvalidInput(f"teacher {teacher.id} is {teacher.status}, not ready", field=field)
@@ -76,10 +76,10 @@ def _teachers(session: Session, body: JobCreate) -> Teacher:
     return first
 
 
-def validate_submission(session: Session, body: JobCreate) -> tuple[Teacher, Dataset]:
+def validate_submission(session: Session, body: JobCreate, tenant: str) -> tuple[Teacher, Dataset]:
     """Everything that can be known before training; each problem names its field."""
-    teacher = _teachers(session, body)
-    train = _dataset(session, "train_dataset_id", body.train_dataset_id)
+    teacher = _teachers(session, body, tenant)
+    train = _dataset(session, "train_dataset_id", body.train_dataset_id, tenant)
     _check_matches_teacher("train_dataset_id", train, teacher)
     if train.rows < 1:
         raise InvalidInput("the training dataset is empty", field="train_dataset_id")
@@ -96,7 +96,7 @@ def validate_submission(session: Session, body: JobCreate) -> tuple[Teacher, Dat
     ):
         if dataset_id is None:
             continue
-        held_out = _dataset(session, field, dataset_id)
+        held_out = _dataset(session, field, dataset_id, tenant)
         _check_matches_teacher(field, held_out, teacher)
         if not held_out.labeled:
             raise InvalidInput(
@@ -127,7 +127,7 @@ def validate_submission(session: Session, body: JobCreate) -> tuple[Teacher, Dat
                 "give validation_dataset_id and test_dataset_id",
                 field="train_dataset_id",
             )
-    _validate_transfer(session, body, teacher, train)
+    _validate_transfer(session, body, teacher, train, tenant)
     _validate_assistants(body)
     _validate_hint(body, teacher)
     stop = body.method.kd_stop_epoch
@@ -148,11 +148,13 @@ def validate_submission(session: Session, body: JobCreate) -> tuple[Teacher, Dat
     return teacher, train
 
 
-def _validate_transfer(session: Session, body: JobCreate, teacher: Teacher, train: Dataset) -> None:
+def _validate_transfer(
+    session: Session, body: JobCreate, teacher: Teacher, train: Dataset, tenant: str
+) -> None:
     rows = train.rows
     for i, dataset_id in enumerate(body.transfer_dataset_ids):
         field = f"transfer_dataset_ids.{i}"
-        dataset = _dataset(session, field, dataset_id)
+        dataset = _dataset(session, field, dataset_id, tenant)
         _check_matches_teacher(field, dataset, teacher, labels_matter=False)
         rows += dataset.rows
     if body.transfer is None:
@@ -213,10 +215,11 @@ def _validate_assistants(body: JobCreate) -> None:
         )
 
 
-def create_job(session: Session, body: JobCreate) -> Job:
-    validate_submission(session, body)
+def create_job(session: Session, body: JobCreate, tenant: str) -> Job:
+    validate_submission(session, body, tenant)
     job = Job(
         id=new_id("job"),
+        tenant_id=tenant,
         status="queued",
         stage="queued",
         epoch=0,

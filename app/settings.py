@@ -45,6 +45,15 @@ class Settings(BaseSettings):
         default=None, description="Worker cache of blobs by sha256. Empty: data_dir/cache."
     )
     log_level: str = Field(default="INFO", description="Log level of API and worker.")
+    anonymous: bool = Field(
+        default=True,
+        description="Serve requests without an API key (as tenant 'local'). Honoured only while "
+        "the API listens on loopback; elsewhere every request needs a key.",
+    )
+
+    @property
+    def anonymous_allowed(self) -> bool:
+        return self.anonymous and self.api_host in ("127.0.0.1", "localhost", "::1")
 
     @property
     def resolved_database_url(self) -> str:

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from distillery.client import Client, DistilleryError
 
-SERVER_COMMANDS = ("serve", "api", "worker", "migrate")
+SERVER_COMMANDS = ("serve", "api", "worker", "migrate", "keys")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 

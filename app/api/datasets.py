@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, UploadFile
 
 from app.api.deps import SessionDep, SettingsDep
+from app.auth import TenantDep
 from app.datafiles import DatasetRejected, parse_dataset
 from app.errors import PROBLEM_RESPONSES, InvalidInput, NotFound
 from app.models import Dataset, new_id
@@ -23,6 +24,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 @router.post("", status_code=201, response_model=DatasetPublic, responses=PROBLEM_RESPONSES)
 def upload_dataset(
+    tenant: TenantDep,
     session: SessionDep,
     settings: SettingsDep,
     file: Annotated[
@@ -62,6 +64,7 @@ def upload_dataset(
             shutil.rmtree(out_dir, ignore_errors=True)
     dataset = Dataset(
         id=new_id("ds"),
+        tenant_id=tenant,
         filename=filename,
         format=parsed.format,
         blob_id=blob.id,
@@ -85,9 +88,9 @@ def upload_dataset(
 
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=PROBLEM_RESPONSES)
-def get_dataset(dataset_id: str, session: SessionDep) -> Dataset:
+def get_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> Dataset:
     dataset = session.get(Dataset, dataset_id)
-    if dataset is None:
+    if dataset is None or dataset.tenant_id != tenant:
         raise NotFound(f"no dataset with id {dataset_id!r}", field="dataset_id")
     return dataset
 
@@ -95,7 +98,8 @@ def get_dataset(dataset_id: str, session: SessionDep) -> Dataset:
 @router.get("", response_model=Page[DatasetPublic])
 def list_datasets(
     session: SessionDep,
+    tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: str | None = None,
 ) -> dict[str, Any]:
-    return newest_first(session, Dataset, limit, after)
+    return newest_first(session, Dataset, limit, after, Dataset.tenant_id == tenant)

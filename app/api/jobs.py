@@ -10,9 +10,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import and_, select
 
 from app.api.deps import SessionDep
+from app.auth import TenantDep
 from app.db import session_scope
 from app.errors import PROBLEM_RESPONSES, NotFound, ServiceUnavailable
 from app.events import event_public, events_after
@@ -28,18 +29,18 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 STREAM_POLL_SECONDS = 0.5
 
 
-def _job(session: SessionDep, job_id: str) -> Job:
+def _job(session: SessionDep, job_id: str, tenant: str) -> Job:
     job = session.get(Job, job_id)
-    if job is None:
+    if job is None or job.tenant_id != tenant:
         raise NotFound(f"no job with id {job_id!r}", field="job_id")
     return job
 
 
 @router.post("", status_code=201, response_model=JobPublic, responses=PROBLEM_RESPONSES)
-def submit_job(body: JobCreate) -> dict[str, Any]:
+def submit_job(body: JobCreate, tenant: TenantDep) -> dict[str, Any]:
     # The job is committed before its message is sent, so a worker always finds the row.
     with session_scope() as session:
-        job = create_job(session, body)
+        job = create_job(session, body, tenant)
     try:
         publish_job(job.id)
     except Exception as exc:
@@ -50,47 +51,51 @@ def submit_job(body: JobCreate) -> dict[str, Any]:
             "the job queue is unreachable; the job was not started, submit it again later"
         ) from exc
     with session_scope() as session:
-        return job_public(_job(session, job.id))
+        return job_public(_job(session, job.id, tenant))
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=PROBLEM_RESPONSES)
-def get_job(job_id: str, session: SessionDep) -> dict[str, Any]:
-    return job_public(_job(session, job_id))
+def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
+    return job_public(_job(session, job_id, tenant))
 
 
 @router.get("", response_model=Page[JobPublic], responses=PROBLEM_RESPONSES)
 def list_jobs(
     session: SessionDep,
+    tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: Annotated[
         str | None, Query(description="id of the last job of the previous page")
     ] = None,
     status: Annotated[str | None, Query(description="only jobs in this state")] = None,
 ) -> dict[str, Any]:
-    where = Job.status == status if status else None
+    where = Job.tenant_id == tenant
+    if status:
+        where = and_(where, Job.status == status)
     page = newest_first(session, Job, limit, after, where)
     page["data"] = [job_public(job) for job in page["data"]]
     return page
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=PROBLEM_RESPONSES)
-def cancel_job(job_id: str, session: SessionDep) -> dict[str, Any]:
-    _job(session, job_id)
+def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
+    _job(session, job_id, tenant)
     request_cancel(session, job_id)
     session.flush()
     session.expire_all()
-    return job_public(_job(session, job_id))
+    return job_public(_job(session, job_id, tenant))
 
 
 @router.get("/{job_id}/events", response_model=Page[JobEventPublic], responses=PROBLEM_RESPONSES)
 def list_events(
     job_id: str,
     session: SessionDep,
+    tenant: TenantDep,
     after: Annotated[int | None, Query(description="id of the last event seen")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """The job's events, oldest first: state changes, messages (stages), per-epoch metrics."""
-    _job(session, job_id)
+    _job(session, job_id, tenant)
     rows = events_after(session, job_id, after, limit + 1)
     data = [event_public(e) for e in rows[:limit]]
     more = len(rows) > limit
@@ -105,12 +110,13 @@ def list_events(
 def stream_events(
     job_id: str,
     session: SessionDep,
+    tenant: TenantDep,
     after: Annotated[int | None, Query(description="id of the last event seen")] = None,
     last_event_id: Annotated[int | None, Header()] = None,
 ) -> StreamingResponse:
     """The same events as server-sent events, until the job has ended. Resumes after
     `Last-Event-ID` (or `after`)."""
-    _job(session, job_id)
+    _job(session, job_id, tenant)
     return StreamingResponse(
         _event_stream(job_id, last_event_id if last_event_id is not None else after),
         media_type="text/event-stream",
@@ -140,8 +146,10 @@ def _event_stream(job_id: str, after: int | None) -> Iterator[str]:
 
 
 @router.get("/{job_id}/artifacts", response_model=Page[ArtifactPublic], responses=PROBLEM_RESPONSES)
-def list_artifacts(job_id: str, session: SessionDep, request: Request) -> dict[str, Any]:
-    _job(session, job_id)
+def list_artifacts(
+    job_id: str, session: SessionDep, request: Request, tenant: TenantDep
+) -> dict[str, Any]:
+    _job(session, job_id, tenant)
     rows = session.scalars(
         select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)
     ).all()
@@ -164,8 +172,10 @@ def list_artifacts(job_id: str, session: SessionDep, request: Request) -> dict[s
     response_class=StreamingResponse,
     responses={200: {"content": {"application/octet-stream": {}}}, **PROBLEM_RESPONSES},
 )
-def download_artifact(job_id: str, name: str, session: SessionDep) -> StreamingResponse:
-    _job(session, job_id)
+def download_artifact(
+    job_id: str, name: str, session: SessionDep, tenant: TenantDep
+) -> StreamingResponse:
+    _job(session, job_id, tenant)
     artifact = session.get(Artifact, (job_id, name))
     if artifact is None:
         raise NotFound(f"job {job_id} has no artifact named {name!r}", field="name")

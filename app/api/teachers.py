@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Query, UploadFile
 
 from app.api.deps import SessionDep, SettingsDep
+from app.auth import TenantDep
 from app.errors import PROBLEM_RESPONSES, NotFound
 from app.inspection import inspect_teacher_file
 from app.models import Teacher, new_id
@@ -20,6 +21,7 @@ router = APIRouter(prefix="/v1/teachers", tags=["teachers"])
 
 @router.post("", status_code=201, response_model=TeacherPublic, responses=PROBLEM_RESPONSES)
 def upload_teacher(
+    tenant: TenantDep,
     session: SessionDep,
     settings: SettingsDep,
     file: Annotated[
@@ -35,6 +37,7 @@ def upload_teacher(
         blob = store_file(session, received.path, settings.blob_chunk_bytes)
     teacher = Teacher(
         id=new_id("tch"),
+        tenant_id=tenant,
         filename=(file.filename or "teacher")[:255],
         status="ready",
         format=found["format"],
@@ -54,9 +57,9 @@ def upload_teacher(
 
 
 @router.get("/{teacher_id}", response_model=TeacherPublic, responses=PROBLEM_RESPONSES)
-def get_teacher(teacher_id: str, session: SessionDep) -> Teacher:
+def get_teacher(teacher_id: str, session: SessionDep, tenant: TenantDep) -> Teacher:
     teacher = session.get(Teacher, teacher_id)
-    if teacher is None:
+    if teacher is None or teacher.tenant_id != tenant:
         raise NotFound(f"no teacher with id {teacher_id!r}", field="teacher_id")
     return teacher
 
@@ -64,7 +67,8 @@ def get_teacher(teacher_id: str, session: SessionDep) -> Teacher:
 @router.get("", response_model=Page[TeacherPublic])
 def list_teachers(
     session: SessionDep,
+    tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: str | None = None,
 ) -> dict[str, Any]:
-    return newest_first(session, Teacher, limit, after)
+    return newest_first(session, Teacher, limit, after, Teacher.tenant_id == tenant)
