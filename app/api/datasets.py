@@ -12,8 +12,9 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from app.api.deps import SessionDep, SettingsDep
 from app.auth import TenantDep
 from app.datafiles import DatasetRejected, parse_dataset
-from app.errors import PROBLEM_RESPONSES, InvalidInput, NotFound
+from app.errors import PROBLEM_RESPONSES, InvalidInput
 from app.models import Dataset, new_id
+from app.ownership import owned
 from app.pagination import newest_first
 from app.schemas import DatasetPublic, Page
 from app.storage import store_file
@@ -89,10 +90,7 @@ def upload_dataset(
 
 @router.get("/{dataset_id}", response_model=DatasetPublic, responses=PROBLEM_RESPONSES)
 def get_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> Dataset:
-    dataset = session.get(Dataset, dataset_id)
-    if dataset is None or dataset.tenant_id != tenant:
-        raise NotFound(f"no dataset with id {dataset_id!r}", field="dataset_id")
-    return dataset
+    return owned(session, Dataset, dataset_id, tenant, "dataset_id")
 
 
 @router.get("", response_model=Page[DatasetPublic])

@@ -19,6 +19,7 @@ from app.errors import PROBLEM_RESPONSES, NotFound, ServiceUnavailable
 from app.events import event_public, events_after
 from app.jobs import TERMINAL, create_job, fail_job, job_public, request_cancel
 from app.models import Artifact, Blob, Job
+from app.ownership import owned
 from app.pagination import newest_first
 from app.queue import publish_job
 from app.schemas import ArtifactPublic, JobCreate, JobEventPublic, JobPublic, Page
@@ -30,10 +31,7 @@ STREAM_POLL_SECONDS = 0.5
 
 
 def _job(session: SessionDep, job_id: str, tenant: str) -> Job:
-    job = session.get(Job, job_id)
-    if job is None or job.tenant_id != tenant:
-        raise NotFound(f"no job with id {job_id!r}", field="job_id")
-    return job
+    return owned(session, Job, job_id, tenant, "job_id")
 
 
 @router.post("", status_code=201, response_model=JobPublic, responses=PROBLEM_RESPONSES)

@@ -8,9 +8,10 @@ from fastapi import APIRouter, File, Query, UploadFile
 
 from app.api.deps import SessionDep, SettingsDep
 from app.auth import TenantDep
-from app.errors import PROBLEM_RESPONSES, NotFound
+from app.errors import PROBLEM_RESPONSES
 from app.inspection import inspect_teacher_file
 from app.models import Teacher, new_id
+from app.ownership import owned
 from app.pagination import newest_first
 from app.schemas import Page, TeacherPublic
 from app.storage import store_file
@@ -58,10 +59,7 @@ def upload_teacher(
 
 @router.get("/{teacher_id}", response_model=TeacherPublic, responses=PROBLEM_RESPONSES)
 def get_teacher(teacher_id: str, session: SessionDep, tenant: TenantDep) -> Teacher:
-    teacher = session.get(Teacher, teacher_id)
-    if teacher is None or teacher.tenant_id != tenant:
-        raise NotFound(f"no teacher with id {teacher_id!r}", field="teacher_id")
-    return teacher
+    return owned(session, Teacher, teacher_id, tenant, "teacher_id")
 
 
 @router.get("", response_model=Page[TeacherPublic])

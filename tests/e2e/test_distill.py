@@ -178,7 +178,13 @@ def test_automatic_split_is_stratified_and_reported(
     job = service.client.post("/v1/jobs", json=body).json()
     # Defaults filled in for everything but the ids.
     assert job["student"]["architecture"] == "mlp"
-    assert job["method"] == {"type": "kd", "temperature": 4.0, "alpha": 0.1, "kd_stop_epoch": None}
+    assert job["method"] == {
+        "type": "kd",
+        "temperature": 4.0,
+        "alpha": 0.1,
+        "hint": None,
+        "kd_stop_epoch": None,
+    }
     job = service.wait(job["id"])
     assert job["status"] == "succeeded", job
     split = job["split"]
