@@ -65,3 +65,12 @@ def test_synthesis_works_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     chunked = synthesize(x, SynthesisSpec("noise", 1000, seed=1))
     assert chunked.shape == whole.shape
     assert abs(float(chunked.std()) - float(whole.std())) < 0.1
+
+
+def test_every_part_gets_a_row_of_small_classes() -> None:
+    y = np.repeat(np.arange(4), [3, 4, 5, 40])
+    for fractions in ((0.2, 0.4, 0.4), (0.7, 0.15, 0.15)):
+        parts = stratified_split(y, fractions, seed=0)
+        for part in parts:
+            assert set(y[part].tolist()) == {0, 1, 2, 3}, fractions
+        assert sum(len(p) for p in parts) == len(y)

@@ -248,3 +248,57 @@ def test_hint_stage_learns_the_teacher_tensor() -> None:
     report = hint_stage(student, x, targets, epochs=30, batch_size=32, learning_rate=3e-3, seed=0)
     assert report["student_width"] == 16 and report["teacher_width"] == 5
     assert report["mse"][-1] < 0.5 * report["mse"][0]
+
+
+def test_pt2_digits_teacher_on_flat_inputs_without_labels(tmp_path: Path) -> None:
+    """A flat-64 digits MLP saved with torch.export.save: inspected, matched, and distilled
+    with alpha = 0 from an unlabeled training split, evaluated on the labeled test split."""
+    from sklearn.datasets import load_digits
+
+    from worker.engine import stratified_split
+
+    digits = load_digits()
+    x = (digits.data / 16).astype(np.float32)
+    y = digits.target.astype(np.int64)
+    train, val, test = stratified_split(y, (0.6, 0.1, 0.3), seed=0)
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.ReLU(), torch.nn.Linear(96, 10))
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    xt, yt = torch.from_numpy(x[train]), torch.from_numpy(y[train])
+    for _ in range(25):
+        for idx in torch.randperm(len(train)).split(64):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+    model.eval()
+    path = tmp_path / "digits.pt2"
+    program = torch.export.export(
+        model, (xt[:4],), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
+    torch.export.save(program, path)
+
+    teacher = load_teacher(path)
+    assert (teacher.format, teacher.input_shape, teacher.num_classes) == ("pt2", (64,), 10)
+    assert teacher.parameters == 64 * 96 + 96 + 96 * 10 + 10
+    with torch.no_grad():
+        want = model(torch.from_numpy(x[test])).numpy()
+    assert np.abs(teacher.logits(x[test]) - want).max() < 1e-5
+
+    splits = Splits(
+        ArraySplit(x[train], None), ArraySplit(x[val], None), ArraySplit(x[test], y[test])
+    )
+    config = DistillConfig(
+        StudentSpec(hidden_sizes=(32,)), KDMethod(4.0, 0.0), TrainingSpec(15, seed=3)
+    )
+    records: list[float | None] = []
+    outcome = distill(
+        config, teacher, splits, on_epoch=lambda r: records.append(r.validation_accuracy)
+    )
+    m = outcome.metrics
+    assert m["teacher_accuracy"] > 0.9
+    assert m["student_accuracy"] > 0.85 and m["agreement"] > 0.85, m
+    assert all(r is not None for r in records)  # agreement with the teacher, without labels
+    assert all(r.hard_loss == 0 for r in outcome.history)
+    assert m["device"] in ("cpu", "cuda") and not outcome.student.training
+    export = export_onnx(outcome.student, (64,), tmp_path / "s.onnx", sample=x[test][:1])
+    assert export.max_abs_diff < 1e-4 and export.opset >= 17

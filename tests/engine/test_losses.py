@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worker.engine.losses import UNLABELED, kd_loss
+from worker.engine.losses import UNLABELED, kd_loss, kd_loss_rows
 
 STUDENT = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
 TEACHER = np.array([[3.0, 1.0, -2.0], [-1.0, 0.0, 2.0]])
@@ -58,9 +58,34 @@ def test_temperature_squared_keeps_gradient_scale() -> None:
 
 def test_unlabeled_rows_only_feed_the_soft_term() -> None:
     labels = torch.tensor([0, UNLABELED])
-    loss = kd_loss(torch.tensor(STUDENT), torch.tensor(TEACHER), labels, 4.0, 0.5)
+    loss, soft_rows = kd_loss_rows(torch.tensor(STUDENT), torch.tensor(TEACHER), labels, 4.0, 0.5)
     first_row_ce = F.cross_entropy(torch.tensor(STUDENT[:1]), torch.tensor([0]))
     assert loss.hard.item() == pytest.approx(first_row_ce.item())
-    assert loss.soft_rows.shape == (2,)
+    assert soft_rows.shape == (2,)
+    assert soft_rows.mean().item() == pytest.approx(loss.soft.item())
     all_unlabeled = torch.tensor([UNLABELED, UNLABELED])
     assert kd_loss(torch.tensor(STUDENT), torch.tensor(TEACHER), all_unlabeled, 4.0, 0.5).hard == 0
+
+
+def test_kd_loss_is_total_hard_soft_and_hard_is_zero_without_labels() -> None:
+    total, hard, soft = kd_loss(torch.tensor(STUDENT), torch.tensor(TEACHER), None, 4.0, 0.3)
+    assert hard.item() == 0.0
+    assert total.item() == pytest.approx(0.7 * soft.item())
+    _, hard_alpha0, _ = kd_loss(
+        torch.tensor(STUDENT), torch.tensor(TEACHER), torch.tensor(LABELS), 4.0, 0.0
+    )
+    assert hard_alpha0.item() == 0.0
+
+
+def test_two_row_example_by_hand() -> None:
+    """One fully written-out value: T = 2, alpha = 0.5."""
+    z = np.array([[1.0, 0.0], [0.0, 0.0]])
+    v = np.array([[0.0, 2.0], [2.0, 0.0]])
+    p = np.exp(v / 2) / np.exp(v / 2).sum(1, keepdims=True)
+    q = np.exp(z / 2) / np.exp(z / 2).sum(1, keepdims=True)
+    kl = (p * np.log(p / q)).sum(1).mean()
+    ce = -(np.log(np.exp(1) / (np.exp(1) + 1)) + np.log(0.5)) / 2
+    want = 0.5 * ce + 0.5 * 4 * kl
+    got = kd_loss(torch.tensor(z), torch.tensor(v), torch.tensor([0, 1]), 2.0, 0.5)
+    assert got.total.item() == pytest.approx(want, rel=1e-9)
+    assert got.soft.item() == pytest.approx(4 * kl, rel=1e-9)

@@ -126,7 +126,7 @@ def test_scikit_learn_probabilities_are_understood(tmp_path: Path, zipmap: bool)
     ("content", "words"),
     [
         (b"", "empty"),
-        (os.urandom(3000), "not a valid"),
+        (np.random.default_rng(7).bytes(3000), "not a valid"),
         (b"\x80\x04K\x01.", "pickle"),
     ],
 )
@@ -148,3 +148,101 @@ def test_state_dicts_are_refused(tmp_path: Path) -> None:
     torch.save(_model().state_dict(), tmp_path / "sd.pt")
     with pytest.raises(TeacherRejected, match="torch.save"):
         sniff_format(tmp_path / "sd.pt")
+
+
+def _onnx_bytes() -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        _model(), (torch.randn(2, 3, 4),), buffer, dynamo=True, external_data=False, verbose=False
+    )
+    return buffer.getvalue()
+
+
+def test_truncated_onnx_is_refused(tmp_path: Path) -> None:
+    data = _onnx_bytes()
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    assert sniff_format(path) == "onnx"
+    with pytest.raises(TeacherRejected, match="not a valid ONNX"):
+        load_teacher(path)
+
+
+def test_raw_pickle_is_refused_unread(tmp_path: Path) -> None:
+    import pickle
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(_Exploit(marker)))
+    with pytest.raises(TeacherRejected, match="never unpickles") as caught:
+        load_teacher(path)
+    assert "torch.onnx.export" in str(caught.value) and "torch.export.save" in str(caught.value)
+    assert not marker.exists()
+
+
+def test_whole_module_and_torchscript_are_refused(tmp_path: Path) -> None:
+    import warnings
+
+    torch.save(_model(), tmp_path / "whole.pt")
+    with pytest.raises(TeacherRejected, match="torch.save"):
+        load_teacher(tmp_path / "whole.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(_model()).save(str(tmp_path / "script.pt"))
+    with pytest.raises(TeacherRejected, match="TorchScript"):
+        load_teacher(tmp_path / "script.pt")
+
+
+def test_fixed_batch_programs_run_in_padded_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "fixed.pt2"
+    torch.export.save(torch.export.export(_model(), (torch.randn(4, 3, 4),)), path)
+    teacher = load_teacher(path)
+    assert teacher.input_shape == (3, 4)
+    x = np.random.default_rng(1).standard_normal((10, 3, 4)).astype(np.float32)
+    want = _model()(torch.from_numpy(x)).detach().numpy()
+    assert np.abs(teacher.logits(x) - want).max() < 1e-5
+    assert np.abs(teacher.logits(x[:1]) - want[:1]).max() < 1e-5
+
+
+def test_onnx_teacher_reports_its_graph(tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_onnx_bytes())
+    found = inspect_teacher(path)
+    assert found["format"] == "onnx" and found["input_shape"] == [3, 4]
+    assert (found["num_classes"], found["parameters"], found["output_kind"]) == (5, 65, "logits")
+    assert set(found["outputs_found"]) == {found["output_name"]}
+    x = np.random.default_rng(2).standard_normal((5, 3, 4)).astype(np.float32)
+    want = _model()(torch.from_numpy(x)).detach().numpy()
+    assert np.abs(load_teacher(path).logits(x) - want).max() < 1e-5
+
+
+def _inspect(path: Path) -> tuple[int, list[str]]:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.inspect_teacher", str(path)],
+        capture_output=True,
+        cwd=root,
+        timeout=120,
+        check=False,
+    )
+    return done.returncode, done.stdout.decode().splitlines()
+
+
+def test_inspector_subprocess_answers_one_json_line(pt2_file: Path, tmp_path: Path) -> None:
+    code, lines = _inspect(pt2_file)
+    assert code == 0 and len(lines) == 1
+    report = json.loads(lines[0])
+    assert report["ok"] is True
+    assert report["teacher"]["input_shape"] == [3, 4] and report["teacher"]["num_classes"] == 5
+    assert report["teacher"]["format"] == "pt2" and "outputs_found" in report["teacher"]
+
+    bad = tmp_path / "state.pt"
+    torch.save(_model().state_dict(), bad)
+    code, lines = _inspect(bad)
+    assert code == 0 and len(lines) == 1
+    report = json.loads(lines[0])
+    assert report["ok"] is False and "torch.save" in report["error"]

@@ -37,6 +37,14 @@ def _counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, int]:
         val = max(val, 1)
     if fractions[2] > 0 and n >= 3:
         test = max(test, 1)
+    # Training keeps at least one row of every class that has three or more.
+    while fractions[0] > 0 and n >= 3 and val + test >= n:
+        if val >= test and val > 1:
+            val -= 1
+        elif test > 1:
+            test -= 1
+        else:
+            break
     return val, test
 
 

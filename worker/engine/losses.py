@@ -15,7 +15,6 @@ class KDLoss(NamedTuple):
     total: torch.Tensor
     hard: torch.Tensor
     soft: torch.Tensor
-    soft_rows: torch.Tensor  # per-row soft term, for reporting labeled vs transfer rows
 
 
 def kd_loss(
@@ -24,9 +23,25 @@ def kd_loss(
     labels: torch.Tensor | None,
     temperature: float,
     alpha: float,
-    has_unlabeled: bool = True,
 ) -> KDLoss:
     """alpha * CE(y, z) + (1 - alpha) * T^2 * KL(p_T || q_T), KL averaged over the batch.
+
+    `hard` is 0 when alpha == 0 or there are no labels; rows labeled UNLABELED count in the
+    soft term only."""
+    return kd_loss_rows(student_logits, teacher_logits, labels, temperature, alpha)[0]
+
+
+def kd_loss_rows(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor | None,
+    temperature: float,
+    alpha: float,
+    has_unlabeled: bool = True,
+) -> tuple[KDLoss, torch.Tensor]:
+    """kd_loss, plus the per-row soft term (to report labeled and transfer rows apart).
+
+    alpha * CE(y, z) + (1 - alpha) * T^2 * KL(p_T || q_T), KL averaged over the batch.
 
     T^2 keeps the soft gradients' scale independent of T; the KL is a mean over rows
     ("batchmean"), not over elements, which would also divide by the number of classes.
@@ -50,4 +65,4 @@ def kd_loss(
             / labeled
         )
     total = alpha * hard + (1.0 - alpha) * soft
-    return KDLoss(total=total, hard=hard, soft=soft, soft_rows=soft_rows)
+    return KDLoss(total=total, hard=hard, soft=soft), soft_rows

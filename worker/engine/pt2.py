@@ -14,7 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from worker.engine.pt2_audit import UnsafeProgram, audit_module, audit_program, check_name
+
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
+MAX_PROGRAM_BYTES = 256 * 1024 * 1024
 
 
 def _refuse(*_: Any, **__: Any) -> Any:
@@ -57,8 +60,19 @@ def check_archive(path: Path, rejected: type[Exception], advice: str) -> None:
         if len(formats) != 1 or archive.read(formats[0]).strip() != b"pt2":
             raise rejected(f"the file is not a torch.export .pt2 archive; {advice}")
         prefix = formats[0][: -len("archive_format")]
-        if not any(n.startswith(prefix + "models/") and n.endswith(".json") for n in names):
+        programs = [n for n in names if n.startswith(prefix + "models/") and n.endswith(".json")]
+        if not programs:
             raise rejected(f"the .pt2 archive holds no exported program; {advice}")
+        for name in programs:
+            if archive.getinfo(name).file_size > MAX_PROGRAM_BYTES:
+                raise rejected("the .pt2 archive's program is implausibly large")
+            try:
+                audit_program(json.loads(archive.read(name)))
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                reason = str(exc) if isinstance(exc, UnsafeProgram) else "it is not valid JSON"
+                raise rejected(
+                    f"the .pt2 program cannot be loaded safely: {reason}; {advice}"
+                ) from exc
         for name in names:
             rel = name[len(prefix) :]
             if rel.endswith(".pkl") or (
@@ -78,7 +92,18 @@ def check_archive(path: Path, rejected: type[Exception], advice: str) -> None:
                     config = json.loads(archive.read(name))
                 except (ValueError, UnicodeDecodeError) as exc:
                     raise rejected(f"the .pt2 archive's {rel} is not valid JSON") from exc
-                for key, entry in (config.get("config") or {}).items():
+                entries = config.get("config") if isinstance(config, dict) else None
+                if not isinstance(entries, dict):
+                    raise rejected(f"the .pt2 archive's {rel} is malformed; {advice}")
+                for key, entry in entries.items():
+                    try:
+                        # FQNs become attribute paths in generated code (see pt2_audit).
+                        check_name(key, "the weight name")
+                        check_name(str(entry.get("path_name", "")), "the payload name")
+                    except (UnsafeProgram, AttributeError) as exc:
+                        raise rejected(
+                            f"the .pt2 archive's {rel} is malformed: {exc}; {advice}"
+                        ) from exc
                     if not isinstance(entry, dict) or entry.get("use_pickle"):
                         raise rejected(
                             f"the .pt2 archive stores {key!r} as a pickle; Distillery never "
@@ -93,15 +118,21 @@ def check_archive(path: Path, rejected: type[Exception], advice: str) -> None:
                         )
 
 
-def load_pt2_program(path: Path, rejected: type[Exception], advice: str) -> Any:
+def load_pt2_program(path: Path, rejected: type[Exception], advice: str) -> tuple[Any, Any]:
+    """The exported program and its runnable module, audited before anything is called."""
     import torch
 
     check_archive(path, rejected, advice)
     try:
         with no_unpickling():
-            return torch.export.load(str(path))
+            program = torch.export.load(str(path))
+            module = program.module()
+        audit_module(module)
+        return program, module
     except rejected:
         raise
+    except UnsafeProgram as exc:
+        raise rejected(f"the .pt2 program cannot be run safely: {exc}; {advice}") from exc
     except Exception as exc:
         raise rejected(
             f"the .pt2 program could not be loaded ({type(exc).__name__}: {str(exc)[:300]}); "

@@ -139,6 +139,19 @@ def inspect_teacher(path: Path) -> dict[str, Any]:
     return found
 
 
+def _batch_bounds(program: Any, batch: Any) -> tuple[int, int | None]:
+    """The smallest and largest batch the program accepts, from its range constraints."""
+    if isinstance(batch, int):
+        return batch, batch
+    try:
+        bounds = program.range_constraints[batch.node.expr]
+        lower = max(2, int(bounds.lower))
+        upper = None if bounds.upper.is_infinite else int(bounds.upper)
+        return lower, (upper if upper is None or upper >= lower else None)
+    except Exception:
+        return 2, None
+
+
 class Pt2Teacher:
     """A program saved with torch.export.save, loaded without unpickling anything."""
 
@@ -148,7 +161,7 @@ class Pt2Teacher:
     def __init__(self, path: Path) -> None:
         import torch
 
-        program = load_pt2_program(path, TeacherRejected, EXPORT_ADVICE)
+        program, self.module = load_pt2_program(path, TeacherRejected, EXPORT_ADVICE)
         inputs = [
             node
             for node in program.graph.nodes
@@ -158,23 +171,33 @@ class Pt2Teacher:
             raise TeacherRejected(
                 f"the program takes {len(inputs)} inputs; a teacher takes exactly one tensor"
             )
-        shape = list(inputs[0].meta["val"].shape)
+        value = inputs[0].meta.get("val")
+        shape = list(getattr(value, "shape", ()))
+        if len(shape) < 2:
+            raise TeacherRejected(
+                f"the program's input has shape {shape}; expected a batch dimension followed "
+                "by the features"
+            )
         rest = shape[1:]
         if not all(isinstance(d, int) for d in rest):
             raise TeacherRejected(
-                f"input dimensions after the batch must be fixed, found {shape}; export with "
+                f"input dimensions after the batch must be static, found {shape}; export with "
                 "dynamic_shapes only on dimension 0"
+            )
+        if getattr(value, "dtype", None) != torch.float32:
+            raise TeacherRejected(
+                f"the program's input is {getattr(value, 'dtype', None)}, not float32; export "
+                "it with a float32 example input"
             )
         self.input_shape = tuple(int(d) for d in rest)
         self.fixed_batch = int(shape[0]) if isinstance(shape[0], int) else None
-        self.module = program.module()
+        self.min_batch, self.max_batch = _batch_bounds(program, shape[0])
         self.parameters = sum(
             int(t.numel())
             for name, t in program.state_dict.items()
             if name in program.graph_signature.parameters
         )
         self.output_name = "output"
-        self.details = {"input_name": inputs[0].name}
         self._torch = torch
         probe = np.random.default_rng(0).standard_normal((8, *self.input_shape)).astype(np.float32)
         try:
@@ -193,21 +216,27 @@ class Pt2Teacher:
         self.output_kind: OutputKind = (
             "probabilities" if looks_like_probabilities(out) else "logits"
         )
+        self.details = {
+            "input_name": inputs[0].name,
+            "outputs_found": {self.output_name: f"tensor(float) {list(out.shape[1:])}"},
+        }
 
     def _forward(self, part: np.ndarray) -> np.ndarray:
         torch = self._torch
         with torch.no_grad():
-            # A dynamic batch dimension is specialised away from size 1: pad single rows.
+            # A dynamic batch dimension has a lower bound (at least 2: export specialises 0
+            # and 1 away); a short chunk is padded with copies of its first row.
             rows = len(part)
-            if rows == 1 and self.fixed_batch is None:
-                part = np.concatenate([part, part])
+            if self.fixed_batch is None and rows < self.min_batch:
+                part = np.concatenate([part, np.repeat(part[:1], self.min_batch - rows, axis=0)])
             out = self.module(torch.from_numpy(np.ascontiguousarray(part)))
             if isinstance(out, (tuple, list)):
                 out = out[0]
             return np.asarray(out.detach().float().cpu().numpy())[:rows]
 
     def _raw(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        return run_in_chunks(self._forward, x.astype(np.float32), batch_size, self.fixed_batch)
+        chunk = min(batch_size, self.max_batch) if self.max_batch else batch_size
+        return run_in_chunks(self._forward, x.astype(np.float32), chunk, self.fixed_batch)
 
     def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
         raw = self._raw(x, batch_size)

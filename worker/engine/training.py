@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ from worker.engine.data import Splits
 from worker.engine.evaluation import classification_report
 from worker.engine.hints import hint_stage
 from worker.engine.logit_cache import LogitCache, teacher_logits
-from worker.engine.losses import UNLABELED, kd_loss
+from worker.engine.losses import UNLABELED, kd_loss_rows
 from worker.engine.students import (
     build_student,
     count_parameters,
@@ -45,7 +45,7 @@ class DistillOutcome:
     student: nn.Module
     history: list[EpochRecord]
     metrics: dict[str, Any]
-    scratch_history: list[EpochRecord]
+    scratch_history: list[EpochRecord] = field(default_factory=list)
 
 
 def accuracy(logits: np.ndarray, y: np.ndarray | None) -> float | None:
@@ -105,6 +105,8 @@ def _fit(
     zero = torch.zeros((), device=device)
     val_x, val_y, teacher_val = validation
     history: list[EpochRecord] = []
+    # The cnn student always normalizes, whatever spec.batch_norm says: ask the model.
+    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in student.modules())
     for epoch in range(1, hp.epochs + 1):
         epoch_start = time.perf_counter()
         student.train()
@@ -114,11 +116,11 @@ def _fit(
         sums = torch.zeros(4, device=device)
         for start in range(0, n, hp.batch_size):
             idx = order[start : start + hp.batch_size]
-            if len(idx) < 2 and n > 1 and config.student.batch_norm:
+            if len(idx) < 2 and n > 1 and has_batch_norm:
                 continue  # batch norm cannot train on a single row
             out = student(rows.x[idx])
             labels = rows.labels[idx] if rows.labels is not None else None
-            loss = kd_loss(
+            loss, soft_rows = kd_loss_rows(
                 out,
                 rows.targets[idx],
                 labels,
@@ -131,7 +133,7 @@ def _fit(
             optimizer.step()
             size = len(idx)
             soft_transfer = (
-                (loss.soft_rows.detach() * rows.is_transfer[idx]).sum() if transfer_rows else zero
+                (soft_rows.detach() * rows.is_transfer[idx]).sum() if transfer_rows else zero
             )
             sums += torch.stack(
                 [
