@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,9 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select, text
+from sqlalchemy import ColumnElement, case, func, select, text
+from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.db import get_sessionmaker
@@ -22,6 +24,9 @@ from app.models import Job
 from app.settings import Settings
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+# Jobs run from seconds (a small tabular student) to hours (a CNN on images).
+JOB_DURATION_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 3 * 3600.0)
+log = logging.getLogger(__name__)
 current_job: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
 
 
@@ -64,19 +69,54 @@ def job_context(job_id: str) -> Iterator[None]:
         current_job.reset(token)
 
 
-class JobCollector(Collector):
-    """Jobs by state, queue depth and job durations, read from the database at scrape time."""
+def _duration_seconds(session: Session) -> ColumnElement[Any]:
+    """finished_at - started_at in seconds, in SQL: PostgreSQL and SQLite differ."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.extract("epoch", Job.finished_at - Job.started_at)
+    return (func.julianday(Job.finished_at) - func.julianday(Job.started_at)) * 86400.0
 
-    def collect(self) -> Iterator[Any]:
+
+class JobCollector(Collector):
+    """Jobs by state, queue depth and job durations, read from the database at scrape time.
+
+    Two aggregate queries per scrape, whatever the number of jobs: no rows are loaded.
+    """
+
+    def _read(self) -> tuple[dict[str, int], Any]:
         with get_sessionmaker()() as session:
             counts = dict(
                 session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
             )
+            seconds = _duration_seconds(session)
+            columns: list[ColumnElement[Any]] = [
+                func.count(),
+                func.coalesce(func.sum(seconds), 0.0),
+            ] + [
+                func.coalesce(func.sum(case((seconds <= bound, 1), else_=0)), 0)
+                for bound in JOB_DURATION_BUCKETS
+            ]
             finished = session.execute(
-                select(Job.started_at, Job.finished_at).where(
-                    Job.status == "succeeded", Job.started_at.is_not(None)
+                select(*columns).where(
+                    Job.status == "succeeded",
+                    Job.started_at.is_not(None),
+                    Job.finished_at.is_not(None),
                 )
-            ).all()
+            ).one()
+        return counts, finished
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            counts, finished = self._read()
+        except Exception:
+            # The HTTP metrics are still worth a scrape while the database is down.
+            log.warning("could not read job metrics from the database", exc_info=True)
+            yield GaugeMetricFamily(
+                "distillery_database_up", "1 when the job metrics could be read.", value=0
+            )
+            return
+        yield GaugeMetricFamily(
+            "distillery_database_up", "1 when the job metrics could be read.", value=1
+        )
         jobs = GaugeMetricFamily("distillery_jobs", "Jobs by state.", labels=["status"])
         for state in JOB_STATES:
             jobs.add_metric([state], counts.get(state, 0))
@@ -84,12 +124,15 @@ class JobCollector(Collector):
         yield GaugeMetricFamily(
             "distillery_queue_depth", "Jobs waiting for a worker.", value=counts.get("queued", 0)
         )
-        seconds = [(end - start).total_seconds() for start, end in finished if end and start]
-        yield SummaryMetricFamily(
+        count, total, *cumulative = finished
+        buckets = [
+            (f"{b:g}", int(n)) for b, n in zip(JOB_DURATION_BUCKETS, cumulative, strict=True)
+        ]
+        yield HistogramMetricFamily(
             "distillery_job_duration_seconds",
-            "Wall time of succeeded jobs, start to finish.",
-            count_value=len(seconds),
-            sum_value=sum(seconds),
+            "Wall time of succeeded jobs, started to finished.",
+            buckets=[*buckets, ("+Inf", int(count))],
+            sum_value=float(total),
         )
 
 
@@ -113,6 +156,7 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        root_path = scope.get("root_path", "")
 
         async def record_status(message: Message) -> None:
             nonlocal status
@@ -123,11 +167,21 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, record_status)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = _route_template(scope, root_path)
             HTTP_LATENCY.labels(scope["method"], template, str(status)).observe(
                 time.perf_counter() - started
             )
+
+
+def _route_template(scope: Scope, root_path: str) -> str:
+    """The matched route's template, never the raw path: label values stay few."""
+    route_path = getattr(scope.get("route"), "path", None)
+    if route_path:
+        return str(route_path)
+    mounted = str(scope.get("root_path", ""))
+    if mounted != root_path:  # a Mount (static files) matched: it extends root_path
+        return f"{mounted[len(root_path) :]}/{{path}}"
+    return "unmatched"
 
 
 def readiness(settings: Settings) -> dict[str, str]:
@@ -139,13 +193,15 @@ def readiness(settings: Settings) -> dict[str, str]:
     except Exception as exc:
         down["database"] = f"{type(exc).__name__}: {str(exc)[:200]}"
     if settings.embedded_broker:
-        queue = settings.broker_folder / "queue"
-        probe = queue / ".ready"
-        try:
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as exc:
-            down["broker"] = f"the broker folder {queue} is not writable: {exc}"
+        for name in ("queue", "processed", "control"):
+            folder = settings.broker_folder / name
+            try:
+                # A file of its own per probe: concurrent probes never collide.
+                with tempfile.NamedTemporaryFile(dir=folder, prefix=".ready-"):
+                    pass
+            except OSError as exc:
+                down["broker"] = f"the broker folder {folder} is not writable: {exc}"
+                break
     else:
         from kombu import Connection
 

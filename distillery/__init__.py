@@ -1,6 +1,25 @@
 """Distillery's Python client: `from distillery import Client`."""
 
-from distillery.client import Client, DistilleryError
+from distillery.client import (
+    Artifact,
+    Client,
+    Dataset,
+    DistilleryError,
+    Job,
+    JobEvent,
+    JobPage,
+    Teacher,
+)
 
 __version__ = "0.1.0"
-__all__ = ["Client", "DistilleryError", "__version__"]
+__all__ = [
+    "Artifact",
+    "Client",
+    "Dataset",
+    "DistilleryError",
+    "Job",
+    "JobEvent",
+    "JobPage",
+    "Teacher",
+    "__version__",
+]

@@ -1,79 +1,86 @@
-"""`distillery`: run the service (serve, api, worker, migrate) or use one (teachers, datasets,
-jobs). Server errors print as one line, not a traceback."""
+"""`distillery`: run the service (serve, api, worker, migrate, keys) or use one (teachers,
+datasets, jobs). Server errors print as one line on stderr, never a traceback."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from distillery.client import Client, DistilleryError
+from distillery.client import Client, Dataset, DistilleryError, Job, Teacher
 
 SERVER_COMMANDS = ("serve", "api", "worker", "migrate", "keys")
-console = Console(soft_wrap=True)
+DEFAULT_URL = "http://127.0.0.1:8000"
+# Piped or captured output is not cut to 80 columns: tables there are read by people too.
+_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
+console = Console(soft_wrap=True, width=_WIDTH)
 errors = Console(stderr=True, soft_wrap=True)
-
-
-class ClientSettings(BaseSettings):
-    """Where the CLI points: DISTILLERY_URL and DISTILLERY_API_KEY."""
-
-    model_config = SettingsConfigDict(env_prefix="DISTILLERY_", extra="ignore")
-
-    url: str = "http://127.0.0.1:8000"
-    api_key: str | None = None
 
 
 def _pct(value: Any) -> str:
     return "–" if value is None else f"{100 * float(value):.1f}%"
 
 
+def _count(value: Any) -> str:
+    return "–" if value is None else f"{int(value):,}"
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
-def _upload(client: Client, kind: str, path: Path, **fields: Any) -> dict[str, Any]:
+@contextmanager
+def _upload_bar(path: Path) -> Iterator[Callable[[int, int], None]]:
+    """A byte progress bar on stderr, so that stdout stays the result alone."""
     with Progress(
         TextColumn(f"uploading {path.name}"),
         BarColumn(),
         DownloadColumn(),
         console=errors,
         transient=True,
+        disable=not errors.is_terminal,
     ) as bar:
         task = bar.add_task("upload", total=path.stat().st_size)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
 
-        if kind == "teacher":
-            return client.upload_teacher(path, progress=progress)
+def upload_teacher(client: Client, path: Path) -> Teacher:
+    with _upload_bar(path) as progress:
+        return client.upload_teacher(path, progress=progress)
+
+
+def upload_dataset(client: Client, path: Path, **fields: Any) -> Dataset:
+    with _upload_bar(path) as progress:
         return client.upload_dataset(path, progress=progress, **fields)
 
 
 def cmd_teachers_upload(client: Client, args: argparse.Namespace) -> int:
-    teacher = _upload(client, "teacher", Path(args.file))
+    teacher = upload_teacher(client, Path(args.file))
     if args.json:
         _print_json(teacher)
-    else:
-        console.print(
-            f"{teacher['id']}  {teacher['format']}  input {teacher['input_shape']}  "
-            f"{teacher['num_classes']} classes  {teacher['parameters']:,} parameters  "
-            f"(output {teacher['output_name']!r}: {teacher['output_kind']})"
-        )
+        return 0
+    console.print(
+        f"{teacher['id']}  {teacher['format']}  input {teacher['input_shape']}  "
+        f"{teacher['num_classes']} classes  {teacher['parameters']:,} parameters  "
+        f"(output {teacher['output_name']!r}: {teacher['output_kind']})",
+        markup=False,
+    )
     return 0
 
 
 def cmd_datasets_upload(client: Client, args: argparse.Namespace) -> int:
-    dataset = _upload(
+    dataset = upload_dataset(
         client,
-        "dataset",
         Path(args.file),
         label_column=args.label_column,
         image_size=args.image_size,
@@ -81,54 +88,83 @@ def cmd_datasets_upload(client: Client, args: argparse.Namespace) -> int:
     )
     if args.json:
         _print_json(dataset)
-    else:
-        labels = f"{dataset['num_classes']} classes" if dataset["labeled"] else "unlabeled"
-        console.print(
-            f"{dataset['id']}  {dataset['format']}  {dataset['rows']:,} rows  "
-            f"features {dataset['feature_shape']}  {labels}"
-        )
+        return 0
+    labels = f"{dataset['num_classes']} classes" if dataset["labeled"] else "unlabeled"
+    console.print(
+        f"{dataset['id']}  {dataset['format']}  {dataset['rows']:,} rows  "
+        f"features {dataset['feature_shape']}  {labels}",
+        markup=False,
+    )
     return 0
 
 
+FILE_FIELDS = (
+    ("teacher_file", "teacher_id"),
+    ("train_file", "train_dataset_id"),
+    ("validation_file", "validation_dataset_id"),
+    ("test_file", "test_dataset_id"),
+)
+ID_FLAGS = (
+    ("teacher", "teacher_id"),
+    ("train", "train_dataset_id"),
+    ("validation", "validation_dataset_id"),
+    ("test", "test_dataset_id"),
+)
+
+
+def _section(body: dict[str, Any], name: str) -> dict[str, Any]:
+    section = body.get(name)
+    if section is None:
+        section = body[name] = {}
+    if not isinstance(section, dict):
+        raise DistilleryError(0, "bad_job_file", f"{name}: expected a mapping, got {section!r}")
+    return section
+
+
 def job_body(client: Client, args: argparse.Namespace) -> dict[str, Any]:
-    """The job from its file (YAML or JSON, one per experiment), then flags on top."""
+    """The job from its file (YAML or JSON, one per experiment), then flags on top. Files the
+    job file names (teacher_file, train_file, ...; relative to it) are uploaded first."""
     body: dict[str, Any] = {}
     if args.file:
         import yaml
 
         path = Path(args.file)
-        loaded = yaml.safe_load(path.read_text())
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            problem = " ".join(str(exc).split())
+            raise DistilleryError(0, "bad_job_file", f"{path}: {problem}") from exc
         if not isinstance(loaded, dict):
             raise DistilleryError(0, "bad_job_file", f"{path}: expected a mapping of job fields")
         body = loaded
-        for field, target in (
-            ("teacher_file", "teacher_id"),
-            ("train_file", "train_dataset_id"),
-            ("validation_file", "validation_dataset_id"),
-            ("test_file", "test_dataset_id"),
-        ):
-            if field in body:
-                file = (path.parent / str(body.pop(field))).resolve()
-                kind = "teacher" if field == "teacher_file" else "dataset"
-                body[target] = _upload(client, kind, file)["id"]
-    for flag, key in (
-        ("teacher", "teacher_id"),
-        ("train", "train_dataset_id"),
-        ("validation", "validation_dataset_id"),
-        ("test", "test_dataset_id"),
-    ):
+        for field, target in FILE_FIELDS:
+            if field not in body:
+                continue
+            file = path.parent / str(body.pop(field))
+            flag = target.removesuffix("_dataset_id").removesuffix("_id")
+            if getattr(args, flag):
+                continue  # the flag overrides the file: nothing to upload
+            if field == "teacher_file":
+                body[target] = upload_teacher(client, file)["id"]
+            else:
+                body[target] = upload_dataset(client, file)["id"]
+    for flag, key in ID_FLAGS:
         if getattr(args, flag):
             body[key] = getattr(args, flag)
-    student = body.setdefault("student", {})
-    if args.architecture:
-        student["architecture"] = args.architecture
-    if args.hidden:
-        student["hidden_sizes"] = [int(h) for h in args.hidden.split(",")]
-    method = body.setdefault("method", {})
+    if args.architecture or args.hidden:
+        student = _section(body, "student")
+        if args.architecture:
+            student["architecture"] = args.architecture
+        if args.hidden:
+            try:
+                student["hidden_sizes"] = [int(h) for h in args.hidden.split(",") if h.strip()]
+            except ValueError as exc:
+                raise DistilleryError(
+                    0, "bad_flag", f"--hidden: expected sizes like 128,64, got {args.hidden!r}"
+                ) from exc
     for flag in ("temperature", "alpha"):
         if getattr(args, flag) is not None:
-            method[flag] = getattr(args, flag)
-    training = body.setdefault("training", {})
+            _section(body, "method")[flag] = getattr(args, flag)
     for flag, key in (
         ("epochs", "epochs"),
         ("batch_size", "batch_size"),
@@ -136,68 +172,90 @@ def job_body(client: Client, args: argparse.Namespace) -> dict[str, Any]:
         ("seed", "seed"),
     ):
         if getattr(args, flag) is not None:
-            training[key] = getattr(args, flag)
+            _section(body, "training")[key] = getattr(args, flag)
     return body
 
 
 def cmd_jobs_submit(client: Client, args: argparse.Namespace) -> int:
     job = client.create_job(job_body(client, args))
-    if args.json and not args.watch:
+    if args.watch:
+        console.print(f"{job['id']}  {job['status']}", markup=False)
+        return watch(client, job["id"], as_json=args.json)
+    if args.json:
         _print_json(job)
-        return 0
-    console.print(f"{job['id']}  {job['status']}")
-    return watch(client, job["id"]) if args.watch else 0
+    else:
+        console.print(f"{job['id']}  {job['status']}", markup=False)
+    return 0
 
 
-def comparison(job: dict[str, Any]) -> Table:
+def comparison(job: Job, teacher_bytes: int | None) -> Table:
+    """Teacher, scratch and distilled student on the same held-out test rows."""
     metrics = job.get("metrics") or {}
     table = Table(title=f"{job['id']}: teacher, scratch and student on the same test rows")
-    for column in ("", "accuracy", "agrees with teacher", "parameters"):
-        table.add_column(column, justify="left" if not column else "right")
-    teacher_params = metrics.get("teacher_parameters")
+    table.add_column("")
+    for column in ("accuracy", "agreement", "parameters", "file bytes"):
+        table.add_column(column, justify="right")
     table.add_row(
         "teacher",
         _pct(metrics.get("teacher_accuracy")),
         "",
-        f"{teacher_params:,}" if teacher_params else "–",
+        _count(metrics.get("teacher_parameters")),
+        _count(teacher_bytes),
     )
-    student_params = metrics.get("student_parameters")
-    shown = f"{student_params:,}" if student_params else "–"
+    student_params = _count(metrics.get("student_parameters"))
     if metrics.get("scratch_accuracy") is not None:
         table.add_row(
-            "student from scratch",
+            "scratch student",
             _pct(metrics["scratch_accuracy"]),
             _pct(metrics.get("scratch_agreement")),
-            shown,
+            student_params,
+            "",
         )
     table.add_row(
         "distilled student",
         _pct(metrics.get("student_accuracy")),
         _pct(metrics.get("agreement")),
-        shown,
+        student_params,
+        _count(metrics.get("onnx_bytes")),
     )
     return table
 
 
-def watch(client: Client, job_id: str) -> int:
-    """A live progress bar until the job ends, then the comparison table."""
+def _summary(job: Job) -> str:
+    metrics = job.get("metrics") or {}
+    parts = []
+    if metrics.get("gap_closed") is not None:
+        parts.append(f"gap closed {_pct(metrics['gap_closed'])}")
+    speedup = ((metrics.get("latency_ms") or {}).get("batch_1") or {}).get("speedup")
+    if speedup:
+        parts.append(f"{speedup:.1f}× faster than the teacher at batch 1")
+    if metrics.get("train_seconds") is not None:
+        parts.append(f"trained in {metrics['train_seconds']:.1f} s")
+    return ", ".join(parts)
+
+
+def watch(client: Client, job_id: str, as_json: bool = False) -> int:
+    """A live progress bar (on stderr with --json) until the job ends, then the comparison
+    table; 0 if it succeeded, 1 if it failed or was cancelled."""
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("epoch {task.completed}/{task.total}"),
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
-        console=console,
+        console=errors if as_json else console,
     ) as bar:
         task = bar.add_task(job_id, total=None, detail="")
 
-        def update(job: dict[str, Any]) -> None:
-            latest = (job.get("metrics") or {}).get("latest") or {}
+        def update(job: Job) -> None:
+            metrics = job.get("metrics") or {}
+            # While training: metrics.latest; once done, the last epoch of metrics.history.
+            latest = metrics.get("latest") or (metrics.get("history") or [{}])[-1]
             detail = ""
-            if latest:
-                detail = (
-                    f"loss {latest['loss']:.4f}  val acc {_pct(latest.get('validation_accuracy'))}"
-                )
+            if latest.get("loss") is not None:
+                detail = f"loss {latest['loss']:.4f}"
+            if latest.get("validation_accuracy") is not None:
+                detail += f"  val acc {_pct(latest['validation_accuracy'])}"
             bar.update(
                 task,
                 total=job["epochs"],
@@ -207,65 +265,82 @@ def watch(client: Client, job_id: str) -> int:
             )
 
         job = client.wait(job_id, on_update=update)
+    if as_json:
+        _print_json(job)
+    elif job["status"] == "succeeded":
+        try:
+            teacher_bytes: int | None = client.get_teacher(job["teacher_id"])["bytes"]
+        except DistilleryError:
+            teacher_bytes = None
+        console.print(comparison(job, teacher_bytes))
+        if summary := _summary(job):
+            console.print(summary, markup=False)
     if job["status"] == "succeeded":
-        console.print(comparison(job))
         return 0
-    error = job.get("error") or {}
-    errors.print(
-        f"job {job_id} {job['status']}"
-        + (f": {error.get('code')}: {error.get('message')}" if error else "")
-    )
+    error = job.get("error")
+    because = f": {error['code']}: {error['message']}" if error else ""
+    errors.print(f"job {job_id} {job['status']}{because}", markup=False, highlight=False)
     return 1
 
 
 def cmd_jobs_watch(client: Client, args: argparse.Namespace) -> int:
-    return watch(client, args.job_id)
+    return watch(client, args.job_id, as_json=args.json)
 
 
 def cmd_jobs_list(client: Client, args: argparse.Namespace) -> int:
-    page = client.list_jobs(limit=args.limit, status=args.status)
+    page = client.list_jobs(limit=args.limit, after=args.after, status=args.status)
     if args.json:
         _print_json(page)
         return 0
-    table = Table()
-    for column in ("id", "status", "stage", "epoch", "student acc", "created"):
-        table.add_column(column)
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("id", no_wrap=True, min_width=28)  # ids are never cut
+    table.add_column("status", no_wrap=True)
+    for column in ("epoch", "teacher", "student", "created"):
+        table.add_column(column, no_wrap=True, justify="right")
     for job in page["data"]:
         metrics = job.get("metrics") or {}
+        running = job["status"] == "running"
         table.add_row(
             job["id"],
-            job["status"],
-            job["stage"],
+            f"running: {job['stage']}" if running else job["status"],
             f"{job['epoch']}/{job['epochs']}",
+            _pct(metrics.get("teacher_accuracy")),
             _pct(metrics.get("student_accuracy")),
-            str(job["created_at"])[:19],
+            str(job["created_at"])[5:16].replace("T", " "),
         )
     console.print(table)
+    if page["has_more"]:
+        console.print(f"more: distillery jobs list --after {page['next_after']}", markup=False)
     return 0
 
 
 def cmd_jobs_cancel(client: Client, args: argparse.Namespace) -> int:
     job = client.cancel_job(args.job_id)
-    console.print(
-        f"{job['id']}  {job['status']}"
-        + ("  (stopping within an epoch)" if job["status"] == "running" else "")
-    )
+    if args.json:
+        _print_json(job)
+        return 0
+    note = {"running": "  (stopping within an epoch)", "succeeded": "  (had already ended)"}
+    console.print(f"{job['id']}  {job['status']}{note.get(job['status'], '')}", markup=False)
     return 0
 
 
 def cmd_jobs_download(client: Client, args: argparse.Namespace) -> int:
     folder = Path(args.dir)
-    folder.mkdir(parents=True, exist_ok=True)
     artifacts = client.list_artifacts(args.job_id)
     chosen = [a for a in artifacts if args.name in (None, a["name"])]
     if not chosen:
-        raise DistilleryError(404, "not_found", f"job {args.job_id} has no artifact {args.name!r}")
+        names = ", ".join(a["name"] for a in artifacts) or "none yet"
+        raise DistilleryError(
+            404, "not_found", f"job {args.job_id} has no artifact {args.name!r} (it has: {names})"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
         console=errors,
         transient=True,
+        disable=not errors.is_terminal,
     ) as bar:
         for artifact in chosen:
             task = bar.add_task(artifact["name"], total=artifact["bytes"])
@@ -274,32 +349,38 @@ def cmd_jobs_download(client: Client, args: argparse.Namespace) -> int:
                 bar.update(task, completed=done)
 
             path = client.download_artifact(args.job_id, artifact["name"], folder, progress)
-            console.print(f"{path}  {artifact['bytes']:,} bytes")
+            console.print(f"{path}  {artifact['bytes']:,} bytes", markup=False)
     return 0
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
-    # SUPPRESS: a flag given before the command is not reset by the subcommand's default.
+    # SUPPRESS: a --json given before the command is not reset by the subcommand's default.
     parser.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print raw JSON"
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    settings = ClientSettings()
     parser = argparse.ArgumentParser(
         prog="distillery",
-        description="Knowledge distillation as a service. Server: serve, api, worker, migrate "
-        "(see `distillery serve --help`). Client: teachers, datasets, jobs.",
+        description="Knowledge distillation as a service. Server: serve, api, worker, migrate, "
+        "keys (see `distillery serve --help`). Client: teachers, datasets, jobs.",
     )
-    parser.add_argument("--url", default=settings.url, help="server (DISTILLERY_URL)")
-    parser.add_argument("--api-key", default=settings.api_key, help="(DISTILLERY_API_KEY)")
+    # The client package reads its two environment variables here, and only here.
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("DISTILLERY_URL") or DEFAULT_URL,
+        help=f"the server (env DISTILLERY_URL, default {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("DISTILLERY_API_KEY") or None,
+        help="sent as Authorization: Bearer <key> (env DISTILLERY_API_KEY)",
+    )
     parser.add_argument("--json", action="store_true", help="print raw JSON")
-    groups = parser.add_subparsers(dest="group", required=True)
+    groups = parser.add_subparsers(dest="group", required=True, metavar="command")
     for name in SERVER_COMMANDS:
-        groups.add_parser(
-            name, help=f"server: {name} (see `distillery {name} --help`)", add_help=False
-        )
+        groups.add_parser(name, help=f"server: {name}", add_help=False)
 
     teachers = groups.add_parser("teachers", help="upload teachers").add_subparsers(
         dest="command", required=True
@@ -315,44 +396,57 @@ def build_parser() -> argparse.ArgumentParser:
     upload = datasets.add_parser("upload", help="upload NPZ, CSV, Parquet or an image zip")
     _json_flag(upload)
     upload.add_argument("file")
-    upload.add_argument("--label-column")
-    upload.add_argument("--image-size", help="image zips: WIDTHxHEIGHT")
+    upload.add_argument("--label-column", help="CSV/Parquet: the column of integer labels")
+    upload.add_argument("--image-size", help="image zips: WIDTHxHEIGHT, e.g. 28x28")
     upload.add_argument("--image-mode", help="image zips: L or RGB")
     upload.set_defaults(handler=cmd_datasets_upload)
 
     jobs = groups.add_parser("jobs", help="submit, watch, list, cancel, download").add_subparsers(
         dest="command", required=True
     )
-    submit = jobs.add_parser("submit", help="submit a job from flags or a YAML/JSON file")
+    submit = jobs.add_parser("submit", help="submit a job from flags and/or a YAML/JSON file")
     _json_flag(submit)
-    submit.add_argument("--file", help="job file; may name teacher_file/train_file/test_file")
-    for flag in ("teacher", "train", "validation", "test"):
-        submit.add_argument(f"--{flag}", help=f"{flag} id")
+    submit.add_argument(
+        "--file",
+        help="job file (YAML or JSON); may name teacher_file, train_file, "
+        "validation_file, test_file to upload first; flags override it",
+    )
+    for flag, text in (
+        ("teacher", "teacher id (tch_…)"),
+        ("train", "training dataset id (ds_…)"),
+        ("validation", "validation dataset id (default: 15%% of the training rows)"),
+        ("test", "test dataset id (default: 15%% of the training rows)"),
+    ):
+        submit.add_argument(f"--{flag}", metavar="ID", help=text)
     submit.add_argument("--architecture", choices=["mlp", "cnn"])
-    submit.add_argument("--hidden", help="hidden sizes, e.g. 128,64")
+    submit.add_argument("--hidden", metavar="SIZES", help="hidden sizes, e.g. 128,64")
     submit.add_argument("--temperature", type=float)
     submit.add_argument("--alpha", type=float, help="weight of the hard-label term")
     submit.add_argument("--epochs", type=int)
     submit.add_argument("--batch-size", type=int)
-    submit.add_argument("--lr", type=float)
+    submit.add_argument("--lr", type=float, help="learning rate")
     submit.add_argument("--seed", type=int)
     submit.add_argument("--watch", action="store_true", help="watch it until it ends")
     submit.set_defaults(handler=cmd_jobs_submit)
     for name, handler, text in (
-        ("watch", cmd_jobs_watch, "a live progress bar until it ends"),
+        ("watch", cmd_jobs_watch, "a live progress bar until it ends, then the comparison"),
         ("cancel", cmd_jobs_cancel, "cancel a queued or running job"),
     ):
         command = jobs.add_parser(name, help=text)
+        _json_flag(command)
         command.add_argument("job_id")
         command.set_defaults(handler=handler)
     listing = jobs.add_parser("list", help="jobs, newest first")
     _json_flag(listing)
-    listing.add_argument("--status")
+    listing.add_argument(
+        "--status", choices=["queued", "running", "succeeded", "failed", "cancelled"]
+    )
     listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--after", metavar="ID", help="the page after this job")
     listing.set_defaults(handler=cmd_jobs_list)
-    download = jobs.add_parser("download", help="download artifacts")
+    download = jobs.add_parser("download", help="download artifacts (all by default)")
     download.add_argument("job_id")
-    download.add_argument("--dir", default=".")
+    download.add_argument("--dir", default=".", help="folder to write to (default .)")
     download.add_argument("--name", help="one artifact, e.g. student.onnx")
     download.set_defaults(handler=cmd_jobs_download)
     return parser
@@ -361,19 +455,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] in SERVER_COMMANDS:
-        from app.cli import main as server_main
+        from app.cli import main as server_main  # lazily: the client needs no server code
 
         return server_main(args_list)
-    args = build_parser().parse_args(args_list)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(args_list)
+    if args.group in SERVER_COMMANDS:
+        parser.error(f"server commands come first, without client options: distillery {args.group}")
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         with Client(args.url, api_key=args.api_key) as client:
             return int(args.handler(client, args))
-    except DistilleryError as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False)
+    except BrokenPipeError:
+        # The reader went away (`distillery jobs list --json | head`): stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (OSError, ValueError) as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False)
+    except (DistilleryError, OSError) as exc:
+        text = str(exc) if isinstance(exc, DistilleryError) else " ".join(str(exc).split())
+        errors.print(f"error: {text}", markup=False, highlight=False)
         return 1
+    except KeyboardInterrupt:
+        errors.print("interrupted", markup=False, highlight=False)
+        return 130
 
 
 if __name__ == "__main__":

@@ -6,17 +6,101 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 TERMINAL = ("succeeded", "failed", "cancelled")
 CHUNK = 1024 * 1024
+# The server inspects a teacher for up to 120 s before it answers an upload.
+DEFAULT_TIMEOUT = 300.0
+
+
+# The server's answers, as plain dicts. Fields the server adds later are still in the dict.
+class Teacher(TypedDict):
+    id: str
+    created_at: str
+    filename: str
+    status: str
+    format: str
+    sha256: str
+    bytes: int
+    input_shape: list[int]
+    num_classes: int
+    parameters: int
+    output_name: str
+    output_kind: str
+    hint_candidates: list[str]
+
+
+class Dataset(TypedDict):
+    id: str
+    created_at: str
+    filename: str
+    format: str
+    rows: int
+    feature_shape: list[int]
+    num_classes: int | None
+    labeled: bool
+    class_counts: dict[str, int] | None
+    class_names: list[str] | None
+    sha256: str
+    bytes: int
+
+
+class JobError(TypedDict):
+    code: str
+    message: str
+
+
+class Job(TypedDict):
+    id: str
+    status: str  # queued, running, succeeded, failed, cancelled
+    stage: str
+    epoch: int
+    epochs: int
+    metrics: dict[str, Any] | None
+    error: JobError | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    cancel_requested: bool
+    teacher_id: str
+    train_dataset_id: str
+    validation_dataset_id: str | None
+    test_dataset_id: str | None
+    student: dict[str, Any]
+    method: dict[str, Any]
+    training: dict[str, Any]
+    split: dict[str, Any] | None
+
+
+class JobPage(TypedDict):
+    data: list[Job]
+    has_more: bool
+    next_after: str | None
+
+
+class JobEvent(TypedDict):
+    id: int
+    created_at: str
+    type: str  # state, message, metrics
+    message: str
+    data: dict[str, Any] | None
+
+
+class Artifact(TypedDict):
+    name: str
+    media_type: str
+    bytes: int
+    sha256: str
+    created_at: str
+    url: str
 
 
 class DistilleryError(Exception):
-    """An error answer from the server (problem+json), or the server out of reach."""
+    """An error answer from the server (problem+json), or the server out of reach (status 0)."""
 
     def __init__(
         self, status: int, code: str, detail: str, errors: list[dict[str, str]] | None = None
@@ -25,7 +109,8 @@ class DistilleryError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        return f"{self.status} {self.code}: {self.detail}" if self.status else self.detail
+        line = " ".join(self.detail.split())  # one line, whatever the server sent
+        return f"{self.status} {self.code}: {line}" if self.status else line
 
 
 def _multipart(
@@ -37,9 +122,10 @@ def _multipart(
         f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
         for k, v in fields.items()
     )
+    filename = path.name.replace('"', "%22").replace("\r", "").replace("\n", "")
     head += (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-        f'filename="{path.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
     ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
     size = path.stat().st_size
@@ -63,15 +149,23 @@ def _multipart(
 
 
 class Client:
+    """The Distillery REST API. Methods return the server's JSON; errors raise DistilleryError.
+
+    >>> with Client("http://127.0.0.1:8000", api_key=None) as client:
+    ...     job = client.wait(client.create_job({...})["id"])
+    """
+
     def __init__(
         self,
         base_url: str = "http://127.0.0.1:8000",
         api_key: str | None = None,
-        timeout: float = 120.0,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=httpx.Timeout(timeout, connect=10.0)
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -82,24 +176,34 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, url, **kwargs)
-        except httpx.ConnectError as exc:
-            raise DistilleryError(0, "unreachable", f"cannot reach {self.base_url}: {exc}") from exc
-        except httpx.TimeoutException as exc:
-            raise DistilleryError(0, "timeout", f"{self.base_url} did not answer in time") from exc
-        if response.status_code >= 400:
-            raise _error(response)
-        return response
+    def _unreachable(self, exc: httpx.TransportError) -> DistilleryError:
+        if isinstance(exc, httpx.ConnectError):
+            return DistilleryError(0, "unreachable", f"cannot reach {self.base_url}: {exc}")
+        if isinstance(exc, httpx.TimeoutException):
+            return DistilleryError(0, "timeout", f"{self.base_url} did not answer in time")
+        return DistilleryError(0, "connection_lost", f"connection to {self.base_url} lost: {exc}")
 
     def _json(self, method: str, url: str, **kwargs: Any) -> Any:
-        return self._request(method, url, **kwargs).json()
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        if response.status_code >= 400:
+            raise _error(response)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise DistilleryError(
+                response.status_code,
+                "not_json",
+                f"{self.base_url}{url} did not answer JSON: is it a Distillery server?",
+            ) from exc
 
-    # uploads
-    def upload_teacher(self, path: Path | str, progress: Progress | None = None) -> dict[str, Any]:
+    # teachers and datasets
+    def upload_teacher(self, path: Path | str, progress: Progress | None = None) -> Teacher:
+        """Upload an ONNX or .pt2 teacher, streamed from disk; progress(done, total) per chunk."""
         body, headers = _multipart(Path(path), {}, progress)
-        result: dict[str, Any] = self._json("POST", "/v1/teachers", content=body, headers=headers)
+        result: Teacher = self._json("POST", "/v1/teachers", content=body, headers=headers)
         return result
 
     def upload_dataset(
@@ -109,7 +213,8 @@ class Client:
         image_size: str | None = None,
         image_mode: str | None = None,
         progress: Progress | None = None,
-    ) -> dict[str, Any]:
+    ) -> Dataset:
+        """Upload NPZ, CSV, Parquet or a zip of class folders of images, streamed from disk."""
         fields = {
             k: v
             for k, v in (
@@ -120,89 +225,110 @@ class Client:
             if v is not None
         }
         body, headers = _multipart(Path(path), fields, progress)
-        result: dict[str, Any] = self._json("POST", "/v1/datasets", content=body, headers=headers)
+        result: Dataset = self._json("POST", "/v1/datasets", content=body, headers=headers)
         return result
 
-    def get_teacher(self, teacher_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("GET", f"/v1/teachers/{teacher_id}")
+    def get_teacher(self, teacher_id: str) -> Teacher:
+        result: Teacher = self._json("GET", f"/v1/teachers/{teacher_id}")
         return result
 
-    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("GET", f"/v1/datasets/{dataset_id}")
+    def get_dataset(self, dataset_id: str) -> Dataset:
+        result: Dataset = self._json("GET", f"/v1/datasets/{dataset_id}")
         return result
 
     # jobs
-    def create_job(self, body: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("POST", "/v1/jobs", json=body)
+    def create_job(self, body: dict[str, Any]) -> Job:
+        """Submit a job: the JSON body of POST /v1/jobs (only the ids are required)."""
+        result: Job = self._json("POST", "/v1/jobs", json=body)
         return result
 
-    def get_job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("GET", f"/v1/jobs/{job_id}")
+    def get_job(self, job_id: str) -> Job:
+        result: Job = self._json("GET", f"/v1/jobs/{job_id}")
         return result
 
     def list_jobs(
         self, limit: int = 20, after: str | None = None, status: str | None = None
-    ) -> dict[str, Any]:
+    ) -> JobPage:
+        """One page, newest first; pass the page's next_after as `after` for the next."""
         params: dict[str, Any] = {"limit": limit}
         if after:
             params["after"] = after
         if status:
             params["status"] = status
-        result: dict[str, Any] = self._json("GET", "/v1/jobs", params=params)
+        result: JobPage = self._json("GET", "/v1/jobs", params=params)
         return result
 
-    def iter_jobs(self, status: str | None = None) -> Iterator[dict[str, Any]]:
+    def iter_jobs(self, status: str | None = None, page_size: int = 100) -> Iterator[Job]:
+        """Every job, newest first, fetching pages as needed."""
         after = None
         while True:
-            page = self.list_jobs(limit=100, after=after, status=status)
+            page = self.list_jobs(limit=page_size, after=after, status=status)
             yield from page["data"]
             if not page["has_more"]:
                 return
             after = page["next_after"]
 
-    def cancel_job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("POST", f"/v1/jobs/{job_id}/cancel")
+    def cancel_job(self, job_id: str) -> Job:
+        """Queued jobs end at once; running ones stop within an epoch (status stays running)."""
+        result: Job = self._json("POST", f"/v1/jobs/{job_id}/cancel")
         return result
 
-    def events(self, job_id: str, after: int | None = None) -> list[dict[str, Any]]:
-        params = {"after": after} if after is not None else {}
-        result: list[dict[str, Any]] = self._json(
-            "GET", f"/v1/jobs/{job_id}/events", params={**params, "limit": 1000}
-        )["data"]
+    def events(self, job_id: str, after: int | None = None) -> list[JobEvent]:
+        """The job's events after event id `after`, oldest first (up to 1000)."""
+        params: dict[str, Any] = {"limit": 1000}
+        if after is not None:
+            params["after"] = after
+        result: list[JobEvent] = self._json("GET", f"/v1/jobs/{job_id}/events", params=params)[
+            "data"
+        ]
         return result
 
     def wait(
         self,
         job_id: str,
-        on_update: Callable[[dict[str, Any]], None] | None = None,
+        on_update: Callable[[Job], None] | None = None,
         timeout: float | None = None,
-    ) -> dict[str, Any]:
-        """Poll until the job ends, backing off from 0.2 s to 5 s; faster again on progress."""
-        started, delay = time.monotonic(), 0.2
+    ) -> Job:
+        """Poll until the job ends and return it. on_update(job) runs whenever status, stage or
+        epoch changes. Polls back off from 0.2 s to 5 s and start fast again on a change; a
+        few dropped connections in a row (a restarting server) are retried."""
+        started, delay, failures = time.monotonic(), 0.2, 0
         seen: tuple[Any, ...] = ()
         while True:
-            job = self.get_job(job_id)
-            state = (job["status"], job["stage"], job["epoch"])
-            if state != seen:
-                seen, delay = state, 0.2
-                if on_update is not None:
-                    on_update(job)
-            if job["status"] in TERMINAL:
-                return job
+            try:
+                job = self.get_job(job_id)
+                failures = 0
+            except DistilleryError as exc:
+                failures += 1
+                if exc.status not in (0, 502, 503, 504) or failures > 5:
+                    raise
+            else:
+                state = (job["status"], job["stage"], job["epoch"])
+                if state != seen:
+                    seen, delay = state, 0.2
+                    if on_update is not None:
+                        on_update(job)
+                if job["status"] in TERMINAL:
+                    return job
             if timeout is not None and time.monotonic() - started > timeout:
-                raise DistilleryError(0, "timeout", f"job {job_id} still {job['status']}")
+                status = seen[0] if seen else "unknown"
+                raise DistilleryError(
+                    0, "timeout", f"job {job_id} still {status} after {timeout} s"
+                )
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
     # artifacts
-    def list_artifacts(self, job_id: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._json("GET", f"/v1/jobs/{job_id}/artifacts")["data"]
+    def list_artifacts(self, job_id: str) -> list[Artifact]:
+        result: list[Artifact] = self._json("GET", f"/v1/jobs/{job_id}/artifacts")["data"]
         return result
 
     def download_artifact(
-        self, job_id: str, name: str, destination: Path | str, progress: Progress | None = None
+        self, job_id: str, name: str, dest_path: Path | str, progress: Progress | None = None
     ) -> Path:
-        target = Path(destination)
+        """Stream an artifact to dest_path (a file, or a folder to put `name` in) and return
+        the file's path. The file appears only once complete."""
+        target = Path(dest_path)
         if target.is_dir():
             target = target / name
         partial = target.with_name(target.name + ".partial")
@@ -219,8 +345,9 @@ class Client:
                         done += len(chunk)
                         if progress is not None:
                             progress(done, total)
-        except httpx.ConnectError as exc:
-            raise DistilleryError(0, "unreachable", f"cannot reach {self.base_url}: {exc}") from exc
+        except httpx.TransportError as exc:
+            partial.unlink(missing_ok=True)
+            raise self._unreachable(exc) from exc
         partial.replace(target)
         return target
 
@@ -228,11 +355,15 @@ class Client:
 def _error(response: httpx.Response) -> DistilleryError:
     try:
         body = response.json()
-        return DistilleryError(
-            response.status_code,
-            str(body.get("code", "error")),
-            str(body.get("detail", response.text[:200])),
-            body.get("errors"),
-        )
     except ValueError:
-        return DistilleryError(response.status_code, "error", response.text[:200] or "error")
+        body = None
+    if not isinstance(body, dict):
+        text = response.text.strip()[:200] or response.reason_phrase or "error"
+        return DistilleryError(response.status_code, "http_error", text)
+    errors = body.get("errors")
+    return DistilleryError(
+        response.status_code,
+        str(body.get("code") or "error"),
+        str(body.get("detail") or body.get("title") or response.reason_phrase),
+        errors if isinstance(errors, list) else None,
+    )

@@ -35,12 +35,14 @@ def test_metrics_logs_and_readiness(
     ).json()
     assert service.wait(job["id"])["status"] == "succeeded"
     api.get(f"/v1/jobs/{job['id']}")
+    assert api.get("/dashboard/static/style.css").status_code == 200
 
     text = api.get("/metrics").text
     assert 'distillery_jobs{status="succeeded"}' in text
     assert "distillery_queue_depth" in text
     assert "distillery_job_duration_seconds_count" in text
     assert 'route="/v1/jobs/{job_id}"' in text and 'method="GET"' in text
+    assert 'route="/dashboard/static/{path}"' in text, "a mount is labelled by its prefix"
     assert job["id"] not in text, "routes are templates, not raw paths"
 
     api_lines = [
@@ -76,5 +78,50 @@ def test_readyz_names_what_is_down(tmp_path: Path) -> None:
         assert r.status_code == 503
         assert r.headers["content-type"].startswith("application/problem+json")
         assert "database" in r.json()["detail"] and "broker" in r.json()["detail"]
+        # /metrics still answers: HTTP latency, and that the job metrics could not be read.
+        metrics = httpx.get(f"{service.base_url}/metrics", timeout=30)
+        assert metrics.status_code == 200
+        assert "distillery_database_up 0.0" in metrics.text
+        assert 'route="/readyz"' in metrics.text and 'status="503"' in metrics.text
     finally:
         service.stop()
+
+
+def test_embedded_readiness_and_job_durations(
+    embedded_service: Service, digits_teacher: TeacherFiles, digits_files: dict[str, Path]
+) -> None:
+    """SQLite and the filesystem broker: ready, and durations are computed in SQL there too."""
+    service = embedded_service
+    assert service.client.get("/readyz").json() == {"status": "ready"}
+    teacher = service.upload_teacher(digits_teacher.onnx).json()
+    train = service.upload_dataset(digits_files["train"]).json()
+    job = service.client.post(
+        "/v1/jobs",
+        json={
+            "teacher_id": teacher["id"],
+            "train_dataset_id": train["id"],
+            "training": {"epochs": 1},
+            "baseline": False,
+        },
+    ).json()
+    done = service.wait(job["id"])
+    assert done["status"] == "succeeded"
+
+    samples = _samples(service.client.get("/metrics").text)
+    count = samples["distillery_job_duration_seconds_count"]
+    assert count >= 1
+    assert samples['distillery_job_duration_seconds_bucket{le="+Inf"}'] == count
+    assert samples["distillery_job_duration_seconds_sum"] > 0
+    assert samples["distillery_database_up"] == 1
+    assert samples['distillery_jobs{status="succeeded"}'] >= 1
+    assert samples["distillery_queue_depth"] == samples['distillery_jobs{status="queued"}']
+
+
+def _samples(exposition: str) -> dict[str, float]:
+    """Prometheus text format: `name{labels} value` lines, comments skipped."""
+    samples = {}
+    for line in exposition.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
