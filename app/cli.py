@@ -99,9 +99,9 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_worker(settings: Settings, _: argparse.Namespace) -> int:
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     settings.ensure_dirs()
-    command = _worker_command(settings, "worker")
+    command = _worker_command(settings, args.name)
     os.execv(command[0], command)
     return 0  # unreachable: execv replaces this process
 
@@ -169,7 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (serve, api):
         p.add_argument("--host", default=None, help="bind address (DISTILLERY_API_HOST)")
         p.add_argument("--port", type=int, default=None, help="port (DISTILLERY_API_PORT)")
-    sub.add_parser("worker", help="run a Celery worker that trains jobs")
+    worker = sub.add_parser("worker", help="run a Celery worker that trains jobs")
+    worker.add_argument(
+        "--name", default="worker", help="node name, unique per machine (default: worker)"
+    )
     sub.add_parser("migrate", help="bring the database schema to the newest revision")
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
     create = keys.add_parser("create", help="create an API key for a tenant (printed once)")

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -77,6 +78,18 @@ class PayloadTooLarge(ProblemError):
     code = "payload_too_large"
 
 
+class TooManyRequests(ProblemError):
+    status = 429
+    title = "Too many requests"
+    code = "too_many_requests"
+
+    def __init__(
+        self, detail: str, *, retry_after: int, field: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(detail, field=field, code=code)
+        self.retry_after = retry_after
+
+
 class ServiceUnavailable(ProblemError):
     status = 503
     title = "Service unavailable"
@@ -106,6 +119,10 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
+        if isinstance(exc, TooManyRequests):
+            return problem_response(
+                exc.to_problem(), headers={"Retry-After": str(max(1, exc.retry_after))}
+            )
         return problem_response(exc.to_problem())
 
     @app.exception_handler(RequestValidationError)
@@ -127,6 +144,17 @@ def install_error_handlers(app: FastAPI) -> None:
                 code="invalid_input",
                 errors=errors,
             )
+        )
+
+    @app.exception_handler(DataError)
+    async def _data(_: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the request carried (text holding a NUL character, a
+        # number out of its column's range): the request's fault, not the service's.
+        return problem_response(
+            InvalidInput(
+                "a value in the request cannot be used: text must not contain NUL characters "
+                "and numbers must fit in 64 bits"
+            ).to_problem()
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -151,5 +179,6 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "Not found"),
         (413, "Upload too large"),
         (422, "Invalid input: `errors` names each field and its problem"),
+        (429, "Too many requests (rate limit or active-job quota); see Retry-After"),
     )
 }

@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sqlalchemy import CursorResult, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
-from app.errors import InvalidInput
+from app.errors import InvalidInput, TooManyRequests
 from app.events import record_event
 from app.models import Dataset, Job, Teacher, new_id, utcnow
+from app.outbox import enqueue
 from app.schemas import JobCreate
+from app.settings import Settings, get_settings
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 # Below this many labeled rows a held-out split of train says nothing useful.
@@ -78,7 +80,7 @@ def _teachers(session: Session, body: JobCreate, tenant: str) -> Teacher:
 
 def validate_submission(session: Session, body: JobCreate, tenant: str) -> tuple[Teacher, Dataset]:
     """Everything that can be known before training; each problem names its field."""
-    teacher = _teachers(session, body, tenant)
+    teacher = _validate_cross_domain(session, body, _teachers(session, body, tenant), tenant)
     train = _dataset(session, "train_dataset_id", body.train_dataset_id, tenant)
     _check_matches_teacher("train_dataset_id", train, teacher)
     if train.rows < 1:
@@ -159,12 +161,15 @@ def _validate_transfer(
         rows += dataset.rows
     if body.transfer is None:
         return
-    if "vae" in body.transfer.methods:
+    if "vae" in body.transfer.methods and (
+        body.cross_domain is None or body.cross_domain.phi != "vae"
+    ):
         raise InvalidInput(
-            "the 'vae' generator is trained by cross-domain distillation, which this service "
-            "does not offer yet; synthesize with 'mixup', 'noise' or 'shift'",
+            "'vae' synthesis decodes new inputs with the VAE that a cross-domain job trains; "
+            "set cross_domain.phi to 'vae' (with cross_domain.source_dataset_id), or "
+            "synthesize with 'mixup', 'noise' or 'shift'",
             field="transfer.synthesize",
-            code="not_available",
+            code="vae_required",
         )
     rows += body.transfer.size * len(body.transfer.methods)
     features = math.prod(teacher.input_shape)
@@ -175,6 +180,137 @@ def _validate_transfer(
             f"({rows} rows x {features} features); at most {MAX_TRAINING_GIB} GiB: lower "
             "transfer.size or use fewer transfer datasets",
             field="transfer.size",
+        )
+
+
+def _validate_cross_domain(
+    session: Session, body: JobCreate, teacher: Teacher, tenant: str
+) -> Teacher:
+    """The teacher as the student sees it: f o phi takes target-domain inputs (the job's
+    datasets), so every later shape check compares with the target shape."""
+    cross = body.cross_domain
+    if cross is None:
+        return teacher
+    if cross.stray_fields:
+        name = cross.stray_fields[0]
+        raise InvalidInput(
+            f"phi {cross.phi!r} does not use {name}; remove it or choose the phi that reads it",
+            field=f"cross_domain.{name}",
+        )
+    train = _dataset(session, "train_dataset_id", body.train_dataset_id, tenant)
+    target_shape = list(train.feature_shape)
+    source_shape = list(teacher.input_shape)
+    if cross.phi in ("identity", "gaussian_noise", "dilated_conv"):
+        if target_shape != source_shape:
+            raise InvalidInput(
+                f"phi {cross.phi!r} keeps the input's shape, but the target data "
+                f"{train.id} has shape {target_shape} and teacher {teacher.id} takes "
+                f"{source_shape}; use phi 'onnx' or 'vae' to map between shapes",
+                field="cross_domain.phi",
+                code="shape_mismatch",
+            )
+        if cross.phi == "dilated_conv" and len(target_shape) not in (1, 2, 3):
+            raise InvalidInput(
+                f"a convolution maps rows shaped (L,), (C, L) or (C, H, W), not {target_shape}",
+                field="cross_domain.phi",
+            )
+    elif cross.phi == "onnx":
+        if cross.mapping_id is None:
+            raise InvalidInput(
+                "phi 'onnx' needs mapping_id: upload the mapping with POST /v1/teachers",
+                field="cross_domain.mapping_id",
+            )
+        mapping = session.get(Teacher, cross.mapping_id)
+        if mapping is None or mapping.tenant_id != tenant:
+            raise InvalidInput(
+                f"no uploaded model with id {cross.mapping_id!r}",
+                field="cross_domain.mapping_id",
+                code="unknown_id",
+            )
+        if mapping.format != "onnx" or mapping.status != "ready":
+            raise InvalidInput(
+                f"model {mapping.id} is {mapping.format} ({mapping.status}); a mapping must be "
+                "a ready ONNX model",
+                field="cross_domain.mapping_id",
+            )
+        if list(mapping.input_shape) != target_shape:
+            raise InvalidInput(
+                f"mapping {mapping.id} takes input shape {mapping.input_shape} but the target "
+                f"data {train.id} has shape {target_shape}",
+                field="cross_domain.mapping_id",
+                code="shape_mismatch",
+            )
+        # The upload route records a [batch, k] output's width as num_classes.
+        if mapping.num_classes != math.prod(source_shape):
+            raise InvalidInput(
+                f"mapping {mapping.id} outputs {mapping.num_classes} values per row but teacher "
+                f"{teacher.id} takes input shape {source_shape} ({math.prod(source_shape)} "
+                "values); the mapping's output must be the teacher's input",
+                field="cross_domain.mapping_id",
+                code="shape_mismatch",
+            )
+    else:
+        _validate_vae(
+            session, cross.source_dataset_id, cross.target_dataset_id, train, teacher, tenant
+        )
+    return Teacher(
+        id=teacher.id,
+        status=teacher.status,
+        format=teacher.format,
+        input_shape=target_shape,
+        num_classes=teacher.num_classes,
+        parameters=teacher.parameters,
+        output_name=teacher.output_name,
+        output_kind=teacher.output_kind,
+        inspection=teacher.inspection,
+    )
+
+
+def _validate_vae(
+    session: Session,
+    source_id: str | None,
+    target_id: str | None,
+    train: Dataset,
+    teacher: Teacher,
+    tenant: str,
+) -> None:
+    if source_id is None:
+        raise InvalidInput(
+            "phi 'vae' needs source_dataset_id: labeled rows of the teacher's domain",
+            field="cross_domain.source_dataset_id",
+        )
+    source = _dataset(session, "cross_domain.source_dataset_id", source_id, tenant)
+    if list(source.feature_shape) != list(teacher.input_shape):
+        raise InvalidInput(
+            f"source dataset {source.id} has shape {source.feature_shape} but teacher "
+            f"{teacher.id} takes {teacher.input_shape}",
+            field="cross_domain.source_dataset_id",
+            code="shape_mismatch",
+        )
+    field = "cross_domain.target_dataset_id" if target_id else "train_dataset_id"
+    target = _dataset(session, field, target_id, tenant) if target_id else train
+    if list(target.feature_shape) != list(train.feature_shape):
+        raise InvalidInput(
+            f"target dataset {target.id} has shape {target.feature_shape} but the training "
+            f"data {train.id} has {train.feature_shape}",
+            field=field,
+            code="shape_mismatch",
+        )
+    for name, dataset in (("cross_domain.source_dataset_id", source), (field, target)):
+        if not dataset.labeled:
+            raise InvalidInput(
+                f"dataset {dataset.id} has no labels; the VAE pairs rows of the two domains "
+                "by class",
+                field=name,
+                code="labels_required",
+            )
+    unpaired = sorted(set(target.class_counts or {}) - set(source.class_counts or {}))
+    if unpaired:
+        raise InvalidInput(
+            f"classes {', '.join(unpaired)} of the target data have no rows in source dataset "
+            f"{source.id} to pair with",
+            field="cross_domain.source_dataset_id",
+            code="classes_unpaired",
         )
 
 
@@ -215,11 +351,44 @@ def _validate_assistants(body: JobCreate) -> None:
         )
 
 
-def create_job(session: Session, body: JobCreate, tenant: str) -> Job:
-    validate_submission(session, body, tenant)
+def _validate_limits(
+    session: Session, body: JobCreate, teacher: Teacher, tenant: str, settings: Settings
+) -> None:
+    limit = body.training.time_limit_seconds
+    if limit is not None and limit > settings.job_time_limit_seconds:
+        raise InvalidInput(
+            f"at most {settings.job_time_limit_seconds} s on this server",
+            field="training.time_limit_seconds",
+        )
+    if body.training.jitter_pixels and len(teacher.input_shape) < 2:
+        raise InvalidInput(
+            f"jitter shifts images; teacher {teacher.id} takes flat inputs "
+            f"{teacher.input_shape}: set training.jitter_pixels to 0",
+            field="training.jitter_pixels",
+        )
+    active = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.tenant_id == tenant, Job.status.in_(("queued", "running")))
+    )
+    if (active or 0) >= settings.max_active_jobs_per_tenant:
+        raise TooManyRequests(
+            f"this tenant has {active} jobs queued or running, the most this server allows; "
+            "submit again when one has finished",
+            retry_after=30,
+            code="too_many_active_jobs",
+        )
+
+
+def create_job(session: Session, body: JobCreate, tenant: str, job_id: str | None = None) -> Job:
+    """Check and insert the job, with its message in the outbox of the same transaction."""
+    settings = get_settings()
+    teacher, _ = validate_submission(session, body, tenant)
+    _validate_limits(session, body, teacher, tenant, settings)
     job = Job(
-        id=new_id("job"),
+        id=job_id or new_id("job"),
         tenant_id=tenant,
+        time_limit_seconds=body.training.time_limit_seconds or settings.job_time_limit_seconds,
         status="queued",
         stage="queued",
         epoch=0,
@@ -238,12 +407,14 @@ def create_job(session: Session, body: JobCreate, tenant: str) -> Job:
             "teacher_ids": body.teachers if not body.teacher_checkpoint_ids else [],
             "teacher_checkpoint_ids": list(body.teacher_checkpoint_ids),
             "assistants": body.assistants.model_dump() if body.assistants else None,
+            "cross_domain": body.cross_domain.model_dump() if body.cross_domain else None,
         },
         cancel_requested=False,
     )
     session.add(job)
     session.flush()
     record_event(session, job.id, "state", "queued", {"status": "queued"})
+    enqueue(session, job.id)
     return job
 
 
@@ -253,7 +424,8 @@ def _changed(result: Any) -> bool:
 
 
 def request_cancel(session: Session, job_id: str) -> None:
-    """Queued jobs are cancelled at once; running ones are asked to stop (checked per epoch)."""
+    """Queued jobs are cancelled at once; running ones are asked to stop: the worker sees the
+    request at its next heartbeat and stops before its next training step."""
     now = utcnow()
     if _changed(
         session.execute(
@@ -272,7 +444,9 @@ def request_cancel(session: Session, job_id: str) -> None:
             .values(cancel_requested=True)
         )
     ):
-        record_event(session, job_id, "message", "cancel requested; stopping within an epoch")
+        record_event(
+            session, job_id, "message", "cancel requested; stopping at the next training step"
+        )
 
 
 def fail_job(session: Session, job_id: str, code: str, message: str) -> None:
@@ -313,6 +487,9 @@ def job_public(job: Job) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "cancel_requested": job.cancel_requested,
+        "attempts": job.attempts,
+        "worker": job.worker,
+        "time_limit_seconds": job.time_limit_seconds,
         "teacher_id": job.teacher_id,
         "teacher_ids": job.spec.get("teacher_ids") or [job.teacher_id],
         "teacher_checkpoint_ids": job.spec.get("teacher_checkpoint_ids", []),
@@ -327,4 +504,5 @@ def job_public(job: Job) -> dict[str, Any]:
         "transfer": job.spec.get("transfer"),
         "baseline": job.spec.get("baseline", True),
         "assistants": job.spec.get("assistants"),
+        "cross_domain": job.spec.get("cross_domain"),
     }

@@ -18,6 +18,7 @@ from app.errors import (
     problem_response,
 )
 from app.observability import MetricsMiddleware, configure_logging, readiness, registry
+from app.ratelimit import RateLimitMiddleware
 from app.settings import get_settings
 from app.uploads import UploadLimitMiddleware
 
@@ -44,6 +45,12 @@ def create_app() -> FastAPI:
         title="Distillery", version=__version__, description=DESCRIPTION, lifespan=lifespan
     )
     api.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    # Outside the upload limit, so a client over its rate is refused before its body is read.
+    api.add_middleware(
+        RateLimitMiddleware,
+        per_second=settings.rate_limit_per_second,
+        burst=settings.rate_limit_burst,
+    )
     api.add_middleware(MetricsMiddleware)
     install_error_handlers(api)
     api.include_router(teachers.router)

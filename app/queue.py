@@ -37,8 +37,14 @@ def make_celery(settings: Settings) -> Celery:
             "store_processed": False,
         }
     else:
-        # Long jobs: Redis redelivers an unacked message after this long.
-        celery.conf.broker_transport_options = {"visibility_timeout": 12 * 3600}
+        # Redis redelivers a message that is still unacked after the visibility timeout. The
+        # message only wakes a worker (the lease in the database decides who runs the job), so
+        # a redelivery while the job runs finds the live lease and leaves; set the timeout past
+        # the longest a job may run, so that redeliveries are rare.
+        celery.conf.broker_transport_options = {
+            "visibility_timeout": settings.job_time_limit_seconds
+            + 2 * settings.lease_timeout_seconds
+        }
     return celery
 
 

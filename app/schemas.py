@@ -131,6 +131,19 @@ class TrainingConfig(BaseModel):
     learning_rate: float = Field(default=3e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    jitter_pixels: int = Field(
+        default=0,
+        ge=0,
+        le=8,
+        description="Image inputs only: shift every training batch by up to this many pixels "
+        "(Hinton's teacher used 2). The teacher then labels each shifted batch afresh.",
+    )
+    time_limit_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Fail the job (error.code time_limit_exceeded) if it runs longer; at most "
+        "and by default the server's DISTILLERY_JOB_TIME_LIMIT_SECONDS.",
+    )
 
 
 class AssistantsConfig(BaseModel):
@@ -179,7 +192,9 @@ class TransferConfig(BaseModel):
     ) = Field(
         description="mixup: convex pairs with Beta(mixup_alpha) weights; noise: Gaussian noise "
         "scaled per feature (noise_sigma x the feature's std); shift: moves by up to "
-        "shift_pixels along the spatial axes (Hinton's jitter). Several may be combined."
+        "shift_pixels along the spatial axes (Hinton's jitter); vae: target inputs decoded by "
+        "the job's cross-domain VAE (cross_domain.phi = 'vae') from samples near the training "
+        "rows. Several may be combined."
     )
     size: int = Field(default=50_000, ge=1, le=5_000_000, description="Rows per method.")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
@@ -191,6 +206,87 @@ class TransferConfig(BaseModel):
     def methods(self) -> list[str]:
         chosen = [self.synthesize] if isinstance(self.synthesize, str) else self.synthesize
         return list(dict.fromkeys(chosen))
+
+
+Phi = Literal["identity", "gaussian_noise", "dilated_conv", "onnx", "vae"]
+# The fields each mapping reads; a field given for another mapping is refused by name.
+PHI_FIELDS: dict[str, frozenset[str]] = {
+    "identity": frozenset(),
+    "gaussian_noise": frozenset({"sigma", "seed"}),
+    "dilated_conv": frozenset({"kernel_size", "dilation", "weights"}),
+    "onnx": frozenset({"mapping_id"}),
+    "vae": frozenset(
+        {
+            "source_dataset_id",
+            "target_dataset_id",
+            "latent_dim",
+            "hidden",
+            "epochs",
+            "learning_rate",
+            "beta",
+            "seed",
+        }
+    ),
+}
+
+
+class CrossDomainConfig(BaseModel):
+    """Cross-domain distillation (Bayazitov): the job's datasets are the TARGET domain, the
+    teacher was trained on a SOURCE domain, and the teacher sees phi(x) for each target input
+    x. The student (and its ONNX) takes target-domain inputs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phi: Phi = Field(
+        description="identity: the teacher reads target inputs as they are; gaussian_noise: "
+        "x + N(0, sigma^2); dilated_conv: a fixed depthwise convolution (kernel_size, "
+        "dilation, weights); onnx: an uploaded ONNX mapping (mapping_id, uploaded with POST "
+        "/v1/teachers; its output, flat or shaped, must have the teacher's input size); vae: "
+        "a VAE the job trains on source rows (source_dataset_id) paired by class with target "
+        "rows (target_dataset_id, default the training split): one encoder, two decoders, "
+        "phi(x) = decode_source(encode(x)). A vae also lets transfer.synthesize use 'vae'."
+    )
+    sigma: float = Field(default=0.1, gt=0.0, le=100.0, description="gaussian_noise: the std.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    kernel_size: int = Field(default=3, ge=1, le=15, description="dilated_conv: odd.")
+    dilation: int = Field(default=2, ge=1, le=16)
+    weights: Annotated[list[float], Field(min_length=1, max_length=15)] | None = Field(
+        default=None,
+        description="dilated_conv: kernel_size taps applied along each spatial axis "
+        "(separable); default a box kernel 1/kernel_size.",
+    )
+    mapping_id: str | None = Field(default=None, description="onnx: the uploaded mapping.")
+    source_dataset_id: str | None = Field(
+        default=None, description="vae: labeled rows of the teacher's domain."
+    )
+    target_dataset_id: str | None = Field(
+        default=None, description="vae: labeled target rows; default the training split."
+    )
+    latent_dim: int = Field(default=16, ge=1, le=1024)
+    hidden: int = Field(default=256, ge=4, le=8192)
+    epochs: int = Field(default=40, ge=1, le=1000, description="vae: training epochs.")
+    learning_rate: float = Field(default=2e-3, gt=0.0, le=1.0)
+    beta: float = Field(default=1.0, ge=0.0, le=100.0, description="vae: weight of the KL.")
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("kernel_size must be odd (the output keeps the input's shape)")
+        return value
+
+    @model_validator(mode="after")
+    def _fields_of_phi(self) -> CrossDomainConfig:
+        if self.weights is not None and len(self.weights) != self.kernel_size:
+            raise ValueError(
+                f"weights has {len(self.weights)} taps but kernel_size is {self.kernel_size}"
+            )
+        return self
+
+    @property
+    def stray_fields(self) -> list[str]:
+        """Fields given that this phi does not read."""
+        return sorted(self.model_fields_set - PHI_FIELDS[self.phi] - {"phi"})
 
 
 class JobCreate(BaseModel):
@@ -215,6 +311,11 @@ class JobCreate(BaseModel):
     )
     transfer: TransferConfig | None = None
     assistants: AssistantsConfig | None = None
+    cross_domain: CrossDomainConfig | None = Field(
+        default=None,
+        description="Distill across domains: a mapping phi from the job's (target-domain) "
+        "inputs to the teacher's (source-domain) inputs.",
+    )
     baseline: bool = Field(
         default=True,
         description="Also train the same student from scratch (labeled rows, same budget and "
@@ -288,6 +389,11 @@ class JobPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     cancel_requested: bool
+    attempts: int = Field(
+        default=0, description="Runs so far: 1, or more once a worker died and another took over."
+    )
+    worker: str | None = Field(default=None, description="The worker that runs (or ran) it.")
+    time_limit_seconds: int | None = None
     teacher_id: str
     teacher_ids: list[str]
     teacher_checkpoint_ids: list[str]
@@ -301,6 +407,7 @@ class JobPublic(BaseModel):
     transfer_dataset_ids: list[str]
     transfer: dict[str, Any] | None
     assistants: dict[str, Any] | None
+    cross_domain: dict[str, Any] | None = None
     baseline: bool
 
 

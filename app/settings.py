@@ -41,10 +41,65 @@ class Settings(BaseSettings):
     inspect_timeout_seconds: float = Field(
         default=120.0, gt=0, description="Wall-clock limit for inspecting an uploaded teacher."
     )
+    teacher_memory_bytes: int = Field(
+        default=4 * 1024**3,
+        ge=1024**3,
+        description="Address-space limit of the process that inspects or runs a teacher (it "
+        "holds the runtime too: about 1 GiB before any model). Over it, the upload is refused "
+        "or the job fails with teacher_resource_limit.",
+    )
+    teacher_cpu_seconds: int = Field(
+        default=3600,
+        ge=1,
+        description="CPU-time limit of the process that runs a job's teacher (inspection gets "
+        "at most inspect_timeout_seconds). Over it, the job fails with teacher_resource_limit.",
+    )
     cache_dir: Path | None = Field(
         default=None, description="Worker cache of blobs by sha256. Empty: data_dir/cache."
     )
     log_level: str = Field(default="INFO", description="Log level of API and worker.")
+    heartbeat_seconds: float = Field(
+        default=2.0, gt=0, description="How often a worker renews the lease of the job it runs."
+    )
+    lease_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A running job whose heartbeat is older than this is requeued by the reaper.",
+    )
+    reaper_interval_seconds: float = Field(
+        default=5.0, gt=0, description="How often each worker publishes the outbox and reaps."
+    )
+    republish_after_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A job still queued this long after its message was sent is sent again "
+        "(a broker that lost its messages, e.g. a Redis restart, loses no job).",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="Runs of a job (first + takeovers) before it fails."
+    )
+    job_time_limit_seconds: int = Field(
+        default=6 * 3600,
+        ge=1,
+        description="Default time limit of a job (jobs may ask for less); then it fails.",
+    )
+    failpoint: str = Field(
+        default="",
+        description="Fault tests only: crash the API at this point ('after_job_commit': "
+        "between a job's commit and its publish). Leave empty.",
+    )
+    max_active_jobs_per_tenant: int = Field(
+        default=20, ge=1, description="Queued plus running jobs one tenant may have (then 429)."
+    )
+    rate_limit_per_second: float = Field(
+        default=50.0,
+        ge=0,
+        description="Requests per second each API key (or anonymous client address) may make, "
+        "on average; more get 429 with Retry-After. 0 turns rate limiting off.",
+    )
+    rate_limit_burst: int = Field(
+        default=200, ge=1, description="Requests a key may make at once before the rate applies."
+    )
     anonymous: bool = Field(
         default=True,
         description="Serve requests without an API key (as tenant 'local'). Honoured only while "

@@ -1,11 +1,20 @@
-"""Quality benchmark: do transfer sets make better students? (CPU, a few minutes)
+"""Quality benchmark: are Distillery's students better than the same students from scratch?
+(CPU, minutes)
 
-    .venv/bin/python bench/quality.py [--seeds 3]
+    .venv/bin/python bench/quality.py [--seeds 3] [--tables methods,crossdomain]
 
-On MNIST-1D (the `mnist1d` generator) and scikit-learn's digits, for each seed: a teacher is
-trained and exported to ONNX, then the service's engine, with the service's default
-hyper-parameters, trains the same MLP student from scratch, by KD on the labeled rows, and by
-KD with each kind of transfer set. Prints mean ± std test accuracy and the share of the
+Methods table (METHODS.md §1-4, §8): on scikit-learn's digits and MNIST-1D (the `mnist1d`
+generator), for each seed two teachers are trained here and exported to ONNX; the service's
+engine then trains one student about 10x smaller than the teacher from scratch, by KD, by KD
+through one teacher assistant, by early-stopped KD and from the ensemble of both teachers.
+Every distilled row also learns from a synthesized transfer set (mixup of the training rows,
+labeled by the teacher); scratch trains the same student on the labeled rows with the same
+epochs, batch size, learning rate and seed (it has no teacher to label synthesized rows).
+
+Cross-domain table (METHODS.md §6, seed 003): a 1,000-row MNIST-1D target set, and for each
+mapping phi a teacher trained on 3,000 rows of another domain (phi applied to MNIST-1D rows
+of another seed; for the VAE, reversed signals resampled to length 60); each phi against the
+student without a teacher. Prints mean ± std test accuracy and the share of the
 teacher-scratch gap closed. No model selection is done on the test rows."""
 
 from __future__ import annotations
@@ -29,23 +38,397 @@ sys.path.insert(0, str(ROOT))
 from app.schemas import KDMethodConfig, TrainingConfig  # noqa: E402  (the service's defaults)
 from worker.engine import (  # noqa: E402
     ArraySplit,
+    DilatedConvMapping,
     DistillConfig,
+    EnsembleTeacher,
+    GaussianNoiseMapping,
+    IdentityMapping,
     KDMethod,
+    MappedTeacher,
+    Mapping,
+    OnnxMapping,
     Splits,
     StudentSpec,
     SynthesisSpec,
+    Teacher,
     TrainingSpec,
     TransferRows,
+    VaeSpec,
+    assistant_specs,
     distill,
+    distill_through_assistants,
     load_teacher,
     synthesize,
+    train_vae,
 )
+
+MIXUP_ROWS = 5_000
+SCRATCH = "scratch (no teacher)"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def mlp(inputs: int, hidden: int, depth: int = 2) -> nn.Module:
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = inputs
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    return nn.Sequential(*layers, nn.Linear(width, 10))
+
+
+def cnn1d(length: int, channels: int = 64) -> nn.Module:
+    """The MNIST-1D paper's small 1-D CNN, wider."""
+    return nn.Sequential(
+        nn.Unflatten(1, (1, length)),
+        nn.Conv1d(1, channels, 5, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(channels, channels, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(channels, channels, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.LazyLinear(10),
+    )
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    teacher: Callable[[], nn.Module]
+    teacher_epochs: int
+    teacher_lr: float
+    student_hidden: tuple[int, ...]
+
+
+def mnist1d(seed: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.seed, args.num_samples = seed, rows
+    data = make_dataset(args)
+    x = np.concatenate([data["x"], data["x_test"]]).astype(np.float32)
+    return x, np.concatenate([data["y"], data["y_test"]]).astype(np.int64)
+
+
+def mnist1d_task() -> Task:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    data = make_dataset(get_dataset_args())  # 4,000 train / 1,000 test, seed 42
+    return Task(
+        name="MNIST-1D",
+        x_train=data["x"].astype(np.float32),
+        y_train=data["y"].astype(np.int64),
+        x_test=data["x_test"].astype(np.float32),
+        y_test=data["y_test"].astype(np.int64),
+        teacher=lambda: cnn1d(40),  # 27,850 parameters
+        teacher_epochs=30,
+        teacher_lr=3e-3,
+        student_hidden=(64,),  # 3,274 parameters
+    )
+
+
+def digits_task() -> Task:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]
+    y = digits.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    return Task(
+        name="digits",
+        x_train=x[:500],
+        y_train=y[:500],
+        x_test=x[500:],
+        y_test=y[500:],
+        teacher=lambda: mlp(64, 256),  # 85,002 parameters
+        teacher_epochs=60,
+        teacher_lr=1e-3,
+        student_hidden=(128,),  # 9,610 parameters
+    )
+
+
+def train_teacher(
+    make: Callable[[], nn.Module],
+    x_np: np.ndarray,
+    y_np: np.ndarray,
+    epochs: int,
+    lr: float,
+    seed: int,
+    path: Path,
+) -> Teacher:
+    """Train with plain cross-entropy and hand the ONNX file to the service's loader."""
+    torch.manual_seed(seed)
+    model = make()
+    x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+    model(x[:2])  # materializes lazy layers
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(x)).split(100):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    model.eval()
+    torch.onnx.export(
+        model,
+        (x[:2],),
+        str(path),
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        external_data=False,
+        dynamo=True,
+        verbose=False,
+    )
+    return load_teacher(path)
+
+
+def config(
+    hidden: tuple[int, ...], seed: int, alpha: float, kd_stop: int | None = None
+) -> DistillConfig:
+    method, training = KDMethodConfig(), TrainingConfig()
+    return DistillConfig(
+        baseline=False,  # the scratch student is its own row of the table
+        student=StudentSpec(hidden_sizes=hidden),
+        method=KDMethod(temperature=method.temperature, alpha=alpha, kd_stop_epoch=kd_stop),
+        training=TrainingSpec(
+            epochs=training.epochs,
+            batch_size=training.batch_size,
+            learning_rate=training.learning_rate,
+            weight_decay=training.weight_decay,
+            seed=seed,
+        ),
+    )
+
+
+def student_accuracy(cfg: DistillConfig, teacher: Teacher, splits: Splits) -> float:
+    return float(distill(cfg, teacher, splits).metrics["student_accuracy"])
+
+
+def methods_run(task: Task, seeds: list[int], folder: Path) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {}
+    test = ArraySplit(task.x_test, task.y_test)
+    labeled = Splits(ArraySplit(task.x_train, task.y_train), test, test)
+    epochs = TrainingConfig().epochs
+    alpha = KDMethodConfig().alpha
+    for seed in seeds:
+        started = time.perf_counter()
+        teachers = [
+            train_teacher(
+                task.teacher,
+                task.x_train,
+                task.y_train,
+                task.teacher_epochs,
+                task.teacher_lr,
+                seed * 100 + k,
+                folder / f"{task.name}-{seed}-{k}.onnx",
+            )
+            for k in range(2)
+        ]
+        teacher = teachers[0]
+        mixup = synthesize(task.x_train, SynthesisSpec("mixup", MIXUP_ROWS, seed))
+        rich = Splits(labeled.train, test, test, (TransferRows("mixup", mixup),))
+        kd = config(task.student_hidden, seed, alpha)
+        student = kd.student
+        [assistant] = assistant_specs(
+            student, teacher.input_shape, teacher.num_classes, teacher.parameters, 1
+        )
+        ta_outcome, _ = distill_through_assistants(kd, teacher, rich, [assistant])
+        ensemble = EnsembleTeacher(teachers, kd.method.temperature)
+        row = {
+            "teacher": float((teacher.logits(task.x_test).argmax(1) == task.y_test).mean()),
+            SCRATCH: student_accuracy(config(task.student_hidden, seed, 1.0), teacher, labeled),
+            "KD": student_accuracy(kd, teacher, rich),
+            "KD, 1 assistant": float(ta_outcome.metrics["student_accuracy"]),
+            f"early-stopped KD ({epochs // 2}/{epochs})": student_accuracy(
+                config(task.student_hidden, seed, alpha, kd_stop=epochs // 2), teacher, rich
+            ),
+            "KD, ensemble of 2": student_accuracy(kd, ensemble, rich),
+        }
+        for name, acc in row.items():
+            results.setdefault(name, []).append(acc)
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in row.items())
+        log(f"  {task.name} seed {seed}: {shown} ({time.perf_counter() - started:.0f} s)")
+    return results
+
+
+def markdown(title: str, results: dict[str, list[float]], scratch: str = SCRATCH) -> str:
+    teacher = statistics.mean(results["teacher"])
+    base = statistics.mean(results[scratch])
+    lines = [
+        title,
+        "",
+        f"| {'student':<34} | {'test accuracy':>15} | {'gap closed':>10} |",
+        f"|{'-' * 36}|{'-' * 17}|{'-' * 12}|",
+    ]
+    for name, values in results.items():
+        mean = statistics.mean(values)
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        gap = "" if name in ("teacher", scratch) else f"{(mean - base) / (teacher - base):.0%}"
+        lines.append(f"| {name:<34} | {mean:>7.3f} ± {std:.3f} | {gap:>10} |")
+    return "\n".join(lines)
+
+
+def methods_table(task: Task, results: dict[str, list[float]]) -> str:
+    student = config(task.student_hidden, 0, 1.0).student
+    teacher_params = sum(p.numel() for p in _materialized(task))
+    from worker.engine import build_student, count_parameters
+
+    student_params = count_parameters(build_student(student, task.x_train.shape[1:], 10))
+    return markdown(
+        f"**{task.name}**: {len(task.x_train):,} labeled rows, {len(task.x_test):,} test rows, "
+        f"teacher {teacher_params:,} parameters, student MLP "
+        f"{'-'.join(map(str, task.student_hidden))} ({student_params:,} parameters, "
+        f"{teacher_params / student_params:.0f}x smaller), {len(results['teacher'])} seeds; "
+        f"every distilled row also learns from {MIXUP_ROWS:,} mixup rows labeled by the "
+        "teacher, scratch from the labeled rows (same student, epochs, batch, lr, seed).",
+        results,
+    )
+
+
+def _materialized(task: Task) -> list[nn.Parameter]:
+    model = task.teacher()
+    model(torch.from_numpy(task.x_train[:2]))
+    return list(model.parameters())
+
+
+# ---- cross-domain (METHODS.md §6) --------------------------------------------------------
+
+TARGET_ROWS, SOURCE_ROWS, TEST_ROWS = 1_000, 3_000, 2_000
+
+
+def reverse_resample(x: np.ndarray, length: int = 60) -> np.ndarray:
+    """The VAE's source domain: signals reversed and resampled to another length."""
+    old = np.linspace(0.0, 1.0, x.shape[1])
+    new = np.linspace(0.0, 1.0, length)
+    return np.stack([np.interp(new, old, row[::-1]) for row in x]).astype(np.float32)
+
+
+class Negate(nn.Module):
+    """The ONNX mapping's domain change: signals negated and reversed."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -torch.flip(x, dims=[1])
+
+
+def export_mapping(path: Path) -> Path:
+    torch.onnx.export(
+        Negate().eval(),
+        (torch.zeros(2, 40),),
+        str(path),
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        external_data=False,
+        dynamo=True,
+        verbose=False,
+    )
+    return path
+
+
+def crossdomain_run(seeds: list[int], folder: Path) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {}
+    hidden = (64,)
+    for seed in seeds:
+        started = time.perf_counter()
+        x_all, y_all = mnist1d(1000 + seed, TARGET_ROWS + TEST_ROWS)
+        x_t, y_t = x_all[:TARGET_ROWS], y_all[:TARGET_ROWS]
+        test = ArraySplit(x_all[TARGET_ROWS:], y_all[TARGET_ROWS:])
+        x_big, y_big = mnist1d(2000 + seed, SOURCE_ROWS)  # the teachers' own rows
+        mappings: dict[str, Mapping] = {
+            "identity": IdentityMapping((40,)),
+            "gaussian noise (sigma 0.3)": GaussianNoiseMapping((40,), 0.3, seed),
+            "dilated conv (k 3, dilation 2)": DilatedConvMapping((40,), 3, 2, [0.25, 0.5, 0.25]),
+            "ONNX mapping (negate, reverse)": OnnxMapping(
+                export_mapping(folder / "negate.onnx"), (40,)
+            ),
+        }
+        teachers: dict[str, Teacher] = {}
+        for name, phi in mappings.items():
+            # The teacher's domain is phi of MNIST-1D: it was trained on phi(x_big).
+            source = train_teacher(
+                lambda: cnn1d(40), phi(x_big), y_big, 25, 3e-3, seed, folder / f"t-{seed}.onnx"
+            )
+            teachers[name] = MappedTeacher(source, phi)
+        x_s = reverse_resample(x_big)
+        source = train_teacher(
+            lambda: cnn1d(60), x_s, y_big, 25, 3e-3, seed, folder / f"vae-t-{seed}.onnx"
+        )
+        vae = train_vae(x_t, y_t, x_s, y_big, VaeSpec(epochs=60, seed=seed))
+        teachers["VAE (source: reversed, length 60)"] = MappedTeacher(source, vae)
+        labeled = Splits(ArraySplit(x_t, y_t), test, test)
+        mixup = (TransferRows("mixup", synthesize(x_t, SynthesisSpec("mixup", MIXUP_ROWS, seed))),)
+        generated = (
+            TransferRows("vae", synthesize(x_t, SynthesisSpec("vae", MIXUP_ROWS, seed), vae)),
+        )
+        kd = config(hidden, seed, KDMethodConfig().alpha)
+        row: dict[str, float] = {}
+        for name, teacher in teachers.items():
+            outcome = distill(kd, teacher, Splits(labeled.train, test, test, mixup))
+            row[f"teacher o phi: {name}"] = float(outcome.metrics["teacher_accuracy"])
+            row[f"KD, phi = {name}"] = float(outcome.metrics["student_accuracy"])
+        vae_teacher = teachers["VAE (source: reversed, length 60)"]
+        outcome = distill(kd, vae_teacher, Splits(labeled.train, test, test, generated))
+        row["KD, phi = VAE, VAE-generated rows"] = float(outcome.metrics["student_accuracy"])
+        row[SCRATCH] = student_accuracy(config(hidden, seed, 1.0), vae_teacher, labeled)
+        rec = vae.describe()["reconstruction"]
+        row["VAE source MSE"], row["VAE target MSE"] = rec["source_mse"], rec["target_mse"]
+        for name, value in row.items():
+            results.setdefault(name, []).append(value)
+        log(
+            f"  cross-domain seed {seed}: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in row.items())
+            + f" ({time.perf_counter() - started:.0f} s)"
+        )
+    return results
+
+
+def crossdomain_table(results: dict[str, list[float]]) -> str:
+    def cell(values: list[float]) -> str:
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.3f} ± {std:.3f}"
+
+    scratch = statistics.mean(results[SCRATCH])
+    lines = [
+        f"**Cross-domain, MNIST-1D**: {TARGET_ROWS:,} labeled target rows, {TEST_ROWS:,} test "
+        f"rows; each teacher (1-D CNN) trained on {SOURCE_ROWS:,} rows of its own domain; "
+        f"student MLP 64; distilled rows also learn from {MIXUP_ROWS:,} mixup rows of the "
+        f"target set (the VAE-generated row from {MIXUP_ROWS:,} VAE-decoded rows instead); "
+        f"{len(results[SCRATCH])} seeds. Student without a teacher: {cell(results[SCRATCH])}.",
+        "",
+        f"| {'phi':<38} | {'teacher o phi':>15} | {'student':>15} | {'vs scratch':>10} |",
+        f"|{'-' * 40}|{'-' * 17}|{'-' * 17}|{'-' * 12}|",
+    ]
+    for key in results:
+        if not key.startswith("KD, phi = "):
+            continue
+        name = key.removeprefix("KD, phi = ")
+        teacher = results.get(f"teacher o phi: {name}") or results.get(
+            "teacher o phi: VAE (source: reversed, length 60)", []
+        )
+        gain = statistics.mean(results[key]) - scratch
+        lines.append(
+            f"| {name:<38} | {cell(teacher):>15} | {cell(results[key]):>15} | {gain:>+10.3f} |"
+        )
+    lines.append(
+        f"\nVAE reconstruction (MSE per feature, standardized units): source "
+        f"{cell(results['VAE source MSE'])}, target {cell(results['VAE target MSE'])}."
+    )
+    return "\n".join(lines)
+
+
+# ---- transfer sets: do synthesized and unlabeled rows make better students? ----------------
+# (`--tables transfer`, about 15 minutes: the README's transfer-set tables)
 
 SYNTHETIC_ROWS = 50_000
 
 
 @dataclass(frozen=True)
-class Task:
+class TransferTask:
     name: str
     x_train: np.ndarray
     y_train: np.ndarray
@@ -58,7 +441,7 @@ class Task:
     student_hidden: tuple[int, ...]
 
 
-def mnist1d_task() -> Task:
+def transfer_mnist1d_task() -> TransferTask:
     from mnist1d.data import get_dataset_args, make_dataset
 
     data = make_dataset(get_dataset_args())  # 4,000 train / 1,000 test, seed 42
@@ -66,7 +449,7 @@ def mnist1d_task() -> Task:
     extra_args.seed, extra_args.num_samples, extra_args.train_split = 7, 67_500, 0.8
     extra = make_dataset(extra_args)  # another seed: 54,000 rows whose labels we drop
 
-    def cnn() -> nn.Module:  # the MNIST-1D paper's small 1-D CNN
+    def small_cnn() -> nn.Module:  # the MNIST-1D paper's small 1-D CNN
         return nn.Sequential(
             nn.Unflatten(1, (1, 40)),
             nn.Conv1d(1, 25, 5, stride=2, padding=1),
@@ -79,21 +462,21 @@ def mnist1d_task() -> Task:
             nn.Linear(25 * 5, 10),
         )
 
-    return Task(
+    return TransferTask(
         name="MNIST-1D",
         x_train=data["x"].astype(np.float32),
         y_train=data["y"].astype(np.int64),
         x_test=data["x_test"].astype(np.float32),
         y_test=data["y_test"].astype(np.int64),
         unlabeled=extra["x"].astype(np.float32),
-        teacher=cnn,
+        teacher=small_cnn,
         teacher_epochs=150,
         teacher_lr=1e-2,
         student_hidden=(256, 256),
     )
 
 
-def digits_task() -> Task:
+def transfer_digits_task() -> TransferTask:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -103,7 +486,7 @@ def digits_task() -> Task:
     x, y = x[order], y[order]
     labeled, unlabeled, test = slice(0, 500), slice(500, 1300), slice(1300, None)
 
-    def mlp() -> nn.Module:
+    def big_mlp() -> nn.Module:
         return nn.Sequential(
             nn.Flatten(),
             nn.Linear(64, 1200),
@@ -115,21 +498,21 @@ def digits_task() -> Task:
             nn.Linear(1200, 10),
         )
 
-    return Task(
+    return TransferTask(
         name="digits",
         x_train=x[labeled],
         y_train=y[labeled],
         x_test=x[test],
         y_test=y[test],
         unlabeled=x[unlabeled],
-        teacher=mlp,
+        teacher=big_mlp,
         teacher_epochs=60,
         teacher_lr=1e-3,
         student_hidden=(32,),
     )
 
 
-def train_teacher(task: Task, seed: int, folder: Path) -> Path:
+def transfer_teacher(task: TransferTask, seed: int, folder: Path) -> Path:
     torch.manual_seed(seed)
     model = task.teacher()
     x, y = torch.from_numpy(task.x_train), torch.from_numpy(task.y_train)
@@ -154,7 +537,9 @@ def train_teacher(task: Task, seed: int, folder: Path) -> Path:
     return path
 
 
-def variants(task: Task, seed: int) -> dict[str, tuple[float, tuple[TransferRows, ...]]]:
+def transfer_variants(
+    task: TransferTask, seed: int
+) -> dict[str, tuple[float, tuple[TransferRows, ...]]]:
     """name -> (alpha, transfer rows). alpha 1 trains on hard labels only: from scratch."""
     alpha = KDMethodConfig().alpha
     made = {
@@ -172,15 +557,15 @@ def variants(task: Task, seed: int) -> dict[str, tuple[float, tuple[TransferRows
     }
 
 
-def run(task: Task, seeds: list[int], folder: Path) -> dict[str, list[float]]:
+def transfer_run(task: TransferTask, seeds: list[int], folder: Path) -> dict[str, list[float]]:
     defaults_method, defaults_training = KDMethodConfig(), TrainingConfig()
     results: dict[str, list[float]] = {}
     test = ArraySplit(task.x_test, task.y_test)
     for seed in seeds:
-        teacher = load_teacher(train_teacher(task, seed, folder))
+        teacher = load_teacher(transfer_teacher(task, seed, folder))
         teacher_acc = float((teacher.logits(task.x_test).argmax(1) == task.y_test).mean())
         results.setdefault("teacher", []).append(teacher_acc)
-        for name, (alpha, transfer) in variants(task, seed).items():
+        for name, (alpha, transfer) in transfer_variants(task, seed).items():
             config = DistillConfig(
                 baseline=False,  # the scratch student is its own row of the table
                 student=StudentSpec(hidden_sizes=task.student_hidden),
@@ -209,7 +594,7 @@ def run(task: Task, seeds: list[int], folder: Path) -> dict[str, list[float]]:
     return results
 
 
-def table(task: Task, results: dict[str, list[float]]) -> str:
+def transfer_table(task: TransferTask, results: dict[str, list[float]]) -> str:
     teacher = statistics.mean(results["teacher"])
     scratch = statistics.mean(results["scratch (no teacher)"])
     lines = [
@@ -228,17 +613,32 @@ def table(task: Task, results: dict[str, list[float]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--tasks", default="mnist1d,digits")
+    parser.add_argument("--crossdomain-seeds", type=int, default=3)
+    parser.add_argument("--tasks", default="digits,mnist1d")
+    parser.add_argument(
+        "--tables", default="methods,crossdomain", help="methods, crossdomain, transfer"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
+    seeds = list(range(args.seeds))
+    tables = args.tables.split(",")
     makers = {"mnist1d": mnist1d_task, "digits": digits_task}
     with tempfile.TemporaryDirectory() as tmp:
-        for key in args.tasks.split(","):
-            task = makers[key]()
-            results = run(task, list(range(args.seeds)), Path(tmp))
-            print(table(task, results) + "\n", flush=True)
+        if "methods" in tables:
+            for key in args.tasks.split(","):
+                task = makers[key]()
+                print(methods_table(task, methods_run(task, seeds, Path(tmp))) + "\n", flush=True)
+        if "transfer" in tables:
+            transfer_makers = {"mnist1d": transfer_mnist1d_task, "digits": transfer_digits_task}
+            for key in args.tasks.split(","):
+                rich = transfer_makers[key]()
+                results = transfer_run(rich, seeds, Path(tmp))
+                print(transfer_table(rich, results) + "\n", flush=True)
+        if "crossdomain" in tables:
+            cross_seeds = list(range(args.crossdomain_seeds))
+            print(crossdomain_table(crossdomain_run(cross_seeds, Path(tmp))) + "\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypedDict
@@ -237,10 +238,23 @@ class Client:
         return result
 
     # jobs
-    def create_job(self, body: dict[str, Any]) -> Job:
-        """Submit a job: the JSON body of POST /v1/jobs (only the ids are required)."""
-        result: Job = self._json("POST", "/v1/jobs", json=body)
-        return result
+    def create_job(
+        self, body: dict[str, Any], idempotency_key: str | None = None, retries: int = 3
+    ) -> Job:
+        """Submit a job: the JSON body of POST /v1/jobs (only the ids are required).
+
+        Sent with an Idempotency-Key (a new one unless given) and retried with the same key
+        when the connection fails, so a retry never creates a second job."""
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        for attempt in range(retries + 1):
+            try:
+                result: Job = self._json("POST", "/v1/jobs", json=body, headers=headers)
+                return result
+            except DistilleryError as exc:
+                if exc.status != 0 or attempt == retries:
+                    raise
+                time.sleep(min(0.5 * 2**attempt, 5.0))
+        raise AssertionError("unreachable")
 
     def get_job(self, job_id: str) -> Job:
         result: Job = self._json("GET", f"/v1/jobs/{job_id}")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
 
+from app.db import get_engine
 from app.observability import configure_logging
 from app.queue import get_celery
+from app.reaper import MaintenanceLoop
 from app.settings import get_settings
 
 celery = get_celery()
@@ -19,3 +21,28 @@ app = celery
 def _json_logs(**_: Any) -> None:
     # Connected, so Celery leaves logging to us: JSON lines with the job id when there is one.
     configure_logging(get_settings().log_level)
+
+
+_maintenance: list[MaintenanceLoop] = []
+
+
+@worker_ready.connect
+def _start_maintenance(**_: Any) -> None:
+    # In the worker's parent process, beside the pool: publish the outbox, requeue jobs whose
+    # worker died, resend messages a broker lost. Every worker runs one; they share by row locks.
+    loop = MaintenanceLoop(get_settings())
+    loop.start()
+    _maintenance.append(loop)
+
+
+@worker_shutdown.connect
+def _stop_maintenance(**_: Any) -> None:
+    for loop in _maintenance:
+        loop.stop()
+
+
+@worker_process_init.connect
+def _own_connections(**_: Any) -> None:
+    # A pool child is forked from the parent, whose maintenance loop holds database
+    # connections: drop the inherited ones (without closing the parent's) and open our own.
+    get_engine().dispose(close=False)

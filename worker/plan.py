@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,19 +12,29 @@ import numpy as np
 from app.datafiles import load_arrays
 from worker.engine import (
     ArraySplit,
+    DilatedConvMapping,
     DistillConfig,
+    GaussianNoiseMapping,
+    IdentityMapping,
     KDMethod,
+    MappedTeacher,
+    Mapping,
+    MappingRejected,
+    OnnxMapping,
     Splits,
     StudentSpec,
     SynthesisSpec,
     Teacher,
     TrainingSpec,
     TransferRows,
+    VaeMapping,
+    VaeSpec,
     assistant_specs,
     random_split,
     sized_student,
     stratified_split,
     synthesize,
+    train_vae,
 )
 from worker.engine.evaluation import onnx_latency_ms, teacher_latency_ms
 
@@ -91,9 +102,13 @@ def build_splits(
 
 
 def transfer_rows(
-    datasets: list[tuple[str, Path]], transfer: dict[str, Any] | None, splits: Splits
+    datasets: list[tuple[str, Path]],
+    transfer: dict[str, Any] | None,
+    splits: Splits,
+    mapping: Mapping | None = None,
 ) -> tuple[TransferRows, ...]:
-    """Rows from transfer datasets, then rows synthesized from the training split only."""
+    """Rows from transfer datasets, then rows synthesized from the training split only
+    ('vae' rows are decoded by the job's cross-domain VAE mapping)."""
     parts = [
         TransferRows(source=dataset_id, x=load_arrays(path)[0]) for dataset_id, path in datasets
     ]
@@ -108,7 +123,13 @@ def transfer_rows(
                 noise_sigma=float(transfer["noise_sigma"]),
                 shift_pixels=int(transfer["shift_pixels"]),
             )
-            parts.append(TransferRows(source=method, x=synthesize(splits.train.x, spec)))
+            generator = mapping if isinstance(mapping, VaeMapping) else None
+            if method == "vae" and generator is None:
+                raise JobInputError(
+                    "vae_required", "'vae' synthesis needs cross_domain.phi = 'vae'"
+                )
+            rows = synthesize(splits.train.x, spec, generator)
+            parts.append(TransferRows(source=method, x=rows))
     return tuple(parts)
 
 
@@ -118,7 +139,13 @@ def measure_latency(student_onnx: Path, teacher: Teacher) -> dict[str, Any]:
     result: dict[str, Any] = {"teacher_runtime": teacher.format, "repeats": 30}
     for batch in (1, 64):
         student_ms = onnx_latency_ms(student_onnx, shape, batch)
-        teacher_ms = teacher_latency_ms(teacher.logits, shape, batch)
+        # A sandboxed teacher times itself inside its process, so pipes are not in the figure.
+        timed_inside = getattr(teacher, "latency_ms", None)
+        teacher_ms = (
+            float(timed_inside(batch, 30))
+            if callable(timed_inside)
+            else teacher_latency_ms(teacher.logits, shape, batch)
+        )
         result[f"batch_{batch}"] = {
             "student_onnx": student_ms,
             "teacher": teacher_ms,
@@ -198,3 +225,75 @@ def distill_config(spec: dict[str, Any], student: StudentSpec) -> DistillConfig:
         ),
         baseline=bool(spec.get("baseline", True)),
     )
+
+
+def cross_domain_teachers(
+    spec: dict[str, Any],
+    teacher: Teacher,
+    members: list[Teacher],
+    splits: Splits,
+    paths: dict[str, Path],
+    on_stage: Callable[[str], None] | None = None,
+) -> tuple[Teacher, list[Teacher], Mapping | None]:
+    """Cross-domain jobs (METHODS.md §6): the teacher and each member read the job's
+    target-domain inputs through phi. Without `cross_domain` in the spec, nothing changes."""
+    cross = spec.get("cross_domain")
+    if not cross:
+        return teacher, members, None
+    try:
+        mapping = build_mapping(cross, teacher, splits, paths, on_stage)
+        return (
+            MappedTeacher(teacher, mapping),
+            [MappedTeacher(m, mapping) for m in members],
+            mapping,
+        )
+    except MappingRejected as exc:
+        raise JobInputError("mapping_invalid", f"cross_domain: {exc}") from exc
+
+
+def build_mapping(
+    cross: dict[str, Any],
+    teacher: Teacher,
+    splits: Splits,
+    paths: dict[str, Path],
+    on_stage: Callable[[str], None] | None = None,
+) -> Mapping:
+    phi, shape = cross["phi"], tuple(teacher.input_shape)
+    if phi == "identity":
+        return IdentityMapping(shape)
+    if phi == "gaussian_noise":
+        return GaussianNoiseMapping(shape, float(cross["sigma"]), int(cross["seed"]))
+    if phi == "dilated_conv":
+        return DilatedConvMapping(
+            shape, int(cross["kernel_size"]), int(cross["dilation"]), cross.get("weights")
+        )
+    if phi == "onnx":
+        return OnnxMapping(paths["mapping"], output_shape=shape)
+    if phi != "vae":
+        raise JobInputError("mapping_invalid", f"unknown cross_domain.phi {phi!r}")
+    if on_stage is not None:
+        on_stage("mapping")
+    source_x, source_y = load_arrays(paths["source"])
+    if "target" in paths:
+        target_x, target_y = load_arrays(paths["target"])
+    else:
+        target_x, target_y = splits.train.x, splits.train.y
+    if source_y is None or target_y is None:
+        raise JobInputError("labels_required", "the VAE pairs rows of both domains by class")
+    vae = VaeSpec(
+        latent_dim=int(cross["latent_dim"]),
+        hidden=int(cross["hidden"]),
+        epochs=int(cross["epochs"]),
+        learning_rate=float(cross["learning_rate"]),
+        beta=float(cross["beta"]),
+        seed=int(cross["seed"]),
+    )
+    held_out = (
+        (splits.validation.x, splits.validation.y) if splits.validation.y is not None else None
+    )
+    return train_vae(target_x, target_y, source_x, source_y, vae, held_out=held_out)
+
+
+def cross_domain_report(teacher: Teacher) -> dict[str, Any] | None:
+    """What metrics.json says about phi: which one, its parameters, the VAE's losses."""
+    return teacher.describe() if isinstance(teacher, MappedTeacher) else None

@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import socket
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import CursorResult, update
+from sqlalchemy import delete, update
+from sqlalchemy.orm import Session
 
 from app.db import session_scope
 from app.events import EventType, record_event
 from app.jobs import fail_job
-from app.models import Artifact, Blob, Dataset, Job, utcnow
+from app.models import Artifact, Blob, Dataset, Job, TrainingCheckpoint, utcnow
 from app.models import Teacher as TeacherRow
 from app.observability import job_context
 from app.settings import Settings, get_settings
@@ -26,6 +26,7 @@ from worker.engine import (
     EnsembleTeacher,
     EpochRecord,
     ExportCheckFailed,
+    RunHooks,
     Teacher,
     TeacherRejected,
     accuracy,
@@ -33,19 +34,30 @@ from worker.engine import (
     distill_best_checkpoint,
     distill_through_assistants,
     export_onnx,
-    load_teacher,
+    run_hooks,
     save_safetensors,
+)
+from worker.lease import (
+    DatabaseCheckpoints,
+    Heartbeat,
+    JobCancelled,
+    Lease,
+    LeaseLost,
+    TimeLimitExceeded,
 )
 from worker.plan import (
     JobInputError,
     assistant_plan,
     build_splits,
+    cross_domain_report,
+    cross_domain_teachers,
     distill_config,
     measure_latency,
     student_plan,
     transfer_rows,
 )
 from worker.report import render_report
+from worker.sandbox import SandboxedTeacher, SandboxError, SandboxLimits
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +69,6 @@ ARTIFACT_TYPES = {
 }
 
 
-class JobCancelled(Exception):
-    pass
-
-
 def run_job(job_id: str) -> None:
     with job_context(job_id):
         _run(job_id)
@@ -69,85 +77,116 @@ def run_job(job_id: str) -> None:
 def _run(job_id: str) -> None:
     settings = get_settings()
     settings.ensure_dirs()
-    if not _claim(job_id):
+    lease = Lease.claim(job_id)
+    if lease is None:
+        # A duplicate delivery, or a job that is running elsewhere, finished or cancelled.
+        log.info("job %s is not queued any more; leaving it", job_id)
         return
-    workdir = settings.tmp_dir / job_id
+    log.info("job claimed by %s (lease %d)", lease.owner, lease.token)
+    heartbeat = Heartbeat(lease, settings)
+    heartbeat.start()
+    workdir = settings.tmp_dir / f"{job_id}-{lease.token}"
+    hooks = RunHooks(
+        on_step=heartbeat.check,
+        checkpoints=DatabaseCheckpoints(lease),
+        on_resume=lambda run, epoch: _event(
+            lease,
+            "message",
+            f"resumed {run} from its checkpoint after epoch {epoch}",
+            {"run": run, "epoch": epoch},
+        ),
+    )
     try:
-        _execute(job_id, settings, workdir)
+        _event(
+            lease,
+            "state",
+            f"running on {lease.owner} (attempt {lease.attempt})",
+            {
+                "status": "running",
+                "worker": lease.owner,
+                "attempt": lease.attempt,
+                "lease": lease.token,
+            },
+        )
+        with run_hooks(hooks):
+            _execute(lease, settings, workdir)
+    except LeaseLost as exc:
+        # Someone else runs the job now: write nothing (nothing would land anyway).
+        log.warning("stopping without writing: %s", exc)
     except JobCancelled:
-        _set_state(job_id, status="cancelled", stage="cancelled", finished_at=utcnow())
-        _event(job_id, "state", "cancelled", {"status": "cancelled"})
+        _finish_cancelled(lease)
+    except TimeLimitExceeded:
+        _fail(
+            lease,
+            "time_limit_exceeded",
+            "the job ran past its time limit; "
+            "ask for fewer epochs or a larger training.time_limit_seconds",
+        )
     except JobInputError as exc:
-        _fail(job_id, exc.code, str(exc))
+        _fail(lease, exc.code, str(exc))
+    except SandboxError as exc:
+        _fail(lease, exc.code, str(exc))
     except TeacherRejected as exc:
-        _fail(job_id, "teacher_invalid", str(exc))
+        _fail(lease, "teacher_invalid", str(exc))
     except ExportCheckFailed as exc:
-        _fail(job_id, "export_check_failed", str(exc))
+        _fail(lease, "export_check_failed", str(exc))
     except MemoryError:
-        _fail(job_id, "out_of_memory", "the job ran out of memory; use a smaller batch_size")
+        _fail(lease, "out_of_memory", "the job ran out of memory; use a smaller batch_size")
     except Exception as exc:
         log.exception("job %s failed", job_id)
-        _fail(job_id, "internal_error", f"{type(exc).__name__}: {exc}")
+        _fail(lease, "internal_error", f"{type(exc).__name__}: {exc}")
     finally:
+        heartbeat.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _claim(job_id: str) -> bool:
-    """queued -> running, atomically: a second delivery of the same message finds no row."""
-    with session_scope() as session:
-        claimed = _rowcount(
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == "queued")
-                .values(
-                    status="running",
-                    stage="preparing",
-                    started_at=utcnow(),
-                    worker=socket.gethostname(),
-                )
-            )
+def _event(lease: Lease, type: EventType, message: str, data: dict[str, Any] | None = None) -> None:
+    lease.write(lambda session: record_event(session, lease.job_id, type, message, data), "event")
+
+
+def _set_state(lease: Lease, **values: Any) -> None:
+    lease.write(
+        lambda session: session.execute(update(Job).where(Job.id == lease.job_id).values(**values)),
+        "updating the job",
+    )
+
+
+def _finish_cancelled(lease: Lease) -> None:
+    def cancel(session: Session) -> None:
+        session.execute(
+            update(Job)
+            .where(Job.id == lease.job_id)
+            .values(status="cancelled", stage="cancelled", finished_at=utcnow())
         )
-    if not claimed:
-        log.info("job %s is not queued any more; leaving it", job_id)
-        return False
-    _event(job_id, "state", f"running on {socket.gethostname()}", {"status": "running"})
-    log.info("job claimed by %s", socket.gethostname())
-    return True
+        record_event(session, lease.job_id, "state", "cancelled", {"status": "cancelled"})
+
+    try:
+        lease.write(cancel, "cancelling")
+    except LeaseLost:
+        log.info("cancelled job was taken over; leaving it")
 
 
-def _event(job_id: str, type: EventType, message: str, data: dict[str, Any] | None = None) -> None:
-    with session_scope() as session:
-        record_event(session, job_id, type, message, data)
-
-
-def _rowcount(result: Any) -> int:
-    """Rows an UPDATE matched (the compare-and-set that keeps state changes single)."""
-    assert isinstance(result, CursorResult)
-    return int(result.rowcount)
-
-
-def _set_state(job_id: str, **values: Any) -> None:
-    with session_scope() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(**values))
-
-
-def _fail(job_id: str, code: str, message: str) -> None:
+def _fail(lease: Lease, code: str, message: str) -> None:
     log.warning("job failed: %s: %s", code, message)
-    with session_scope() as session:
-        fail_job(session, job_id, code, message)
+
+    def fail(session: Session) -> None:
+        fail_job(session, lease.job_id, code, message)
+
+    try:
+        lease.write(fail, "failing the job")
+    except LeaseLost:
+        log.info("failed job was taken over; leaving it")
 
 
-def _check_cancel(job_id: str) -> None:
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        if job is None or job.cancel_requested or job.status != "running":
+def _stage(lease: Lease, stage: str) -> None:
+    def set_stage(session: Session) -> None:
+        job = session.get(Job, lease.job_id)
+        if job is None or job.cancel_requested:
             raise JobCancelled()
+        job.stage = stage
+        record_event(session, lease.job_id, "message", f"stage: {stage}", {"stage": stage})
 
-
-def _stage(job_id: str, stage: str) -> None:
-    _check_cancel(job_id)
-    _set_state(job_id, stage=stage)
-    _event(job_id, "message", f"stage: {stage}", {"stage": stage})
+    lease.write(set_stage, "setting the stage")
 
 
 def _fetch(settings: Settings, job_id: str) -> dict[str, Any]:
@@ -187,6 +226,21 @@ def _fetch(settings: Settings, job_id: str) -> dict[str, Any]:
             found["transfer_paths"].append(
                 (dataset_id, cached_blob(_blob(session, dataset.blob_id), cache))
             )
+        # Cross-domain: an uploaded ONNX mapping, or the VAE's source and target datasets.
+        cross = job.spec.get("cross_domain") or {}
+        found["cross_domain_paths"] = {}
+        blob_ids: dict[str, str | None] = {}
+        if cross.get("mapping_id"):
+            mapping = session.get(TeacherRow, cross["mapping_id"])
+            blob_ids["mapping"] = mapping.blob_id if mapping else None
+        for role in ("source", "target"):
+            if cross.get(f"{role}_dataset_id"):
+                dataset = session.get(Dataset, cross[f"{role}_dataset_id"])
+                blob_ids[role] = dataset.blob_id if dataset else None
+        for role, blob_id in blob_ids.items():
+            if blob_id is None:
+                raise JobInputError("unknown_id", f"the cross_domain {role} is gone")
+            found["cross_domain_paths"][role] = cached_blob(_blob(session, blob_id), cache)
         return found
 
 
@@ -197,11 +251,13 @@ def _blob(session: Any, blob_id: str) -> Blob:
     return blob
 
 
-def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
+def _execute(lease: Lease, settings: Settings, workdir: Path) -> None:
+    job_id = lease.job_id
     found = _fetch(settings, job_id)
     spec = found["spec"]
-    _stage(job_id, "loading")
-    members = [load_teacher(path) for path, _ in found["teachers"]]
+    _stage(lease, "loading")
+    limits = SandboxLimits.from_settings(settings)
+    members: list[Teacher] = [SandboxedTeacher(path, limits) for path, _ in found["teachers"]]
     checkpoints = bool(spec.get("teacher_checkpoint_ids"))
     teacher: Teacher = (
         members[0]
@@ -211,13 +267,17 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
     splits, split_report = build_splits(
         found["train"], found["validation"], found["test"], int(spec["training"]["seed"])
     )
-    _set_state(job_id, split=split_report)
+    _set_state(lease, split=split_report)
     if len(splits.test.x) == 0 or len(splits.validation.x) == 0:
         raise JobInputError("split_empty", "the held-out split is empty; upload more rows")
+    teacher, members, mapping = cross_domain_teachers(
+        spec, teacher, members, splits, found["cross_domain_paths"], lambda s: _stage(lease, s)
+    )
     transfer = spec.get("transfer")
     if found["transfer_paths"] or transfer:
-        _stage(job_id, "transfer_set")
-        splits = replace(splits, transfer=transfer_rows(found["transfer_paths"], transfer, splits))
+        _stage(lease, "transfer_set")
+        made = transfer_rows(found["transfer_paths"], transfer, splits, mapping)
+        splits = replace(splits, transfer=made)
 
     history: list[dict[str, Any]] = []
     scratch: list[dict[str, Any]] = []
@@ -232,20 +292,18 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         if record.epoch == 1:  # a new run (assistant step, checkpoint) starts its own curve
             history.clear()
         history.append(asdict(record))
-        _set_state(job_id, epoch=record.epoch, metrics=progress())
-        _event(job_id, "metrics", f"epoch {record.epoch}", {"phase": "student", **asdict(record)})
-        _check_cancel(job_id)
+        _set_state(lease, epoch=record.epoch, metrics=progress())
+        _event(lease, "metrics", f"epoch {record.epoch}", {"phase": "student", **asdict(record)})
 
     def on_baseline_epoch(record: EpochRecord) -> None:
         scratch.append(asdict(record))
-        _set_state(job_id, metrics=progress())
+        _set_state(lease, metrics=progress())
         _event(
-            job_id,
+            lease,
             "metrics",
             f"scratch epoch {record.epoch}",
             {"phase": "scratch", **asdict(record)},
         )
-        _check_cancel(job_id)
 
     logit_cache = DiskLogitCache(settings.resolved_cache_dir / "teacher_outputs")
     student, sizing = student_plan(spec, teacher)
@@ -256,7 +314,7 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
             config,
             members,
             splits,
-            on_stage=lambda stage: _stage(job_id, stage),
+            on_stage=lambda stage: _stage(lease, stage),
             on_epoch=on_epoch,
             on_baseline_epoch=on_baseline_epoch,
             cache=logit_cache,
@@ -270,8 +328,8 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
             teacher,
             splits,
             assistant_plan(spec["assistants"], config, teacher),
-            on_stage=lambda stage: _stage(job_id, stage),
-            on_assistant_epoch=lambda _step, _record: _check_cancel(job_id),
+            on_stage=lambda stage: _stage(lease, stage),
+            on_assistant_epoch=lambda _step, _record: None,
             cache=logit_cache,
             on_epoch=on_epoch,
             on_baseline_epoch=on_baseline_epoch,
@@ -282,12 +340,12 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
             teacher,
             splits,
             on_epoch=on_epoch,
-            on_stage=lambda stage: _stage(job_id, stage),
+            on_stage=lambda stage: _stage(lease, stage),
             cache=logit_cache,
             on_baseline_epoch=on_baseline_epoch,
         )
 
-    _stage(job_id, "exporting")
+    _stage(lease, "exporting")
     workdir.mkdir(parents=True, exist_ok=True)
     onnx = export_onnx(
         outcome.student, teacher.input_shape, workdir / "student.onnx", sample=splits.test.x[:64]
@@ -299,7 +357,7 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         export = export_onnx(step.module, teacher.input_shape, workdir / name, splits.test.x[:64])
         step.metrics.update(onnx=name, onnx_bytes=export.bytes)
         artifacts[name] = ARTIFACT_TYPES["student.onnx"]
-    _stage(job_id, "measuring")
+    _stage(lease, "measuring")
     latency = measure_latency(onnx.path, teacher)
     metrics: dict[str, Any] = {
         **outcome.metrics,
@@ -331,6 +389,7 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
         "student": {**spec["student"], "sized": sizing},
         "method": spec["method"],
         "training": spec["training"],
+        "cross_domain": cross_domain_report(teacher),
         "transfer_spec": {
             "transfer_dataset_ids": spec.get("transfer_dataset_ids", []),
             "synthesize": spec.get("transfer"),
@@ -339,11 +398,13 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
     (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (workdir / "report.html").write_text(render_report(job_id, metrics))
 
-    _stage(job_id, "storing")
-    with session_scope() as session:
+    _stage(lease, "storing")
+
+    def deliver(session: Session) -> None:
+        # One transaction, under the lease: the artifacts, the result and the final event
+        # land together, once; a stale worker or a cancel in between leaves nothing.
         for name, media_type in artifacts.items():
-            path = workdir / name
-            blob = store_file(session, path, settings.blob_chunk_bytes)
+            blob = store_file(session, workdir / name, settings.blob_chunk_bytes)
             session.merge(
                 Artifact(
                     job_id=job_id,
@@ -354,24 +415,13 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
                     sha256=blob.sha256,
                 )
             )
-        finished = _rowcount(
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == "running", Job.cancel_requested.is_(False))
-                .values(
-                    status="succeeded",
-                    stage="done",
-                    metrics=metrics,
-                    finished_at=utcnow(),
-                    epoch=len(outcome.history),
-                )
-            )
-        )
-        if not finished:
-            # Cancelled while storing: keep nothing half-delivered.
-            session.rollback()
+        job = session.get(Job, job_id)
+        assert job is not None
+        if job.cancel_requested:
             raise JobCancelled()
-        log.info("job succeeded")
+        job.status, job.stage, job.metrics = "succeeded", "done", metrics
+        job.finished_at, job.epoch = utcnow(), len(outcome.history)
+        session.execute(delete(TrainingCheckpoint).where(TrainingCheckpoint.job_id == job_id))
         record_event(
             session,
             job_id,
@@ -379,3 +429,6 @@ def _execute(job_id: str, settings: Settings, workdir: Path) -> None:
             "succeeded",
             {"status": "succeeded", "student_accuracy": metrics.get("student_accuracy")},
         )
+
+    lease.write(deliver, "storing the results")
+    log.info("job succeeded")

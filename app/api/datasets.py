@@ -7,12 +7,14 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
+from app import idempotency
 from app.api.deps import SessionDep, SettingsDep
 from app.auth import TenantDep
 from app.datafiles import DatasetRejected, parse_dataset
 from app.errors import PROBLEM_RESPONSES, InvalidInput
+from app.idempotency import IdempotencyKeyHeader, request_digest
 from app.models import Dataset, new_id
 from app.ownership import owned
 from app.pagination import newest_first
@@ -25,6 +27,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 @router.post("", status_code=201, response_model=DatasetPublic, responses=PROBLEM_RESPONSES)
 def upload_dataset(
+    response: Response,
     tenant: TenantDep,
     session: SessionDep,
     settings: SettingsDep,
@@ -49,9 +52,16 @@ def upload_dataset(
     image_mode: Annotated[
         str, Form(description="Image archives: L (grayscale, 1 channel) or RGB (3).")
     ] = "L",
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> Dataset:
     filename = (file.filename or "dataset")[:255]
     with received_file(file, settings.tmp_dir, settings.blob_chunk_bytes) as received:
+        digest = request_digest(filename, received.sha256, label_column, image_size, image_mode)
+        if idempotency_key is not None:
+            first = idempotency.find(session, tenant, "datasets", idempotency_key, digest)
+            if first is not None:
+                response.headers["Idempotent-Replayed"] = "true"
+                return owned(session, Dataset, first, tenant, "dataset_id")
         out_dir = Path(tempfile.mkdtemp(dir=settings.tmp_dir, prefix="dataset-"))
         try:
             try:
@@ -63,8 +73,17 @@ def upload_dataset(
             blob = store_file(session, parsed.canonical_path, settings.blob_chunk_bytes)
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
+    dataset_id = new_id("ds")
+    if idempotency_key is not None:
+        try:
+            idempotency.claim(session, tenant, "datasets", idempotency_key, digest, dataset_id)
+        except idempotency.KeyTaken:
+            session.rollback()
+            first = idempotency.winner(tenant, "datasets", idempotency_key, digest)
+            response.headers["Idempotent-Replayed"] = "true"
+            return owned(session, Dataset, first, tenant, "dataset_id")
     dataset = Dataset(
-        id=new_id("ds"),
+        id=dataset_id,
         tenant_id=tenant,
         filename=filename,
         format=parsed.format,

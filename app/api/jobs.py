@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import time
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import and_, select
+from sqlalchemy.orm import Session
 
-from app.api.deps import SessionDep
+from app import idempotency
+from app.api.deps import SessionDep, SettingsDep
 from app.auth import TenantDep
 from app.db import session_scope
-from app.errors import PROBLEM_RESPONSES, NotFound, ServiceUnavailable
+from app.errors import PROBLEM_RESPONSES, NotFound
 from app.events import event_public, events_after
-from app.jobs import TERMINAL, create_job, fail_job, job_public, request_cancel
-from app.models import Artifact, Blob, Job
+from app.idempotency import IdempotencyKeyHeader, request_digest
+from app.jobs import TERMINAL, create_job, job_public, request_cancel
+from app.models import Artifact, Blob, Job, new_id
+from app.outbox import publish_pending
 from app.ownership import owned
 from app.pagination import newest_first
 from app.queue import publish_job
@@ -35,21 +41,43 @@ def _job(session: SessionDep, job_id: str, tenant: str) -> Job:
 
 
 @router.post("", status_code=201, response_model=JobPublic, responses=PROBLEM_RESPONSES)
-def submit_job(body: JobCreate, tenant: TenantDep) -> dict[str, Any]:
-    # The job is committed before its message is sent, so a worker always finds the row.
-    with session_scope() as session:
-        job = create_job(session, body, tenant)
+def submit_job(
+    body: JobCreate,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> dict[str, Any]:
+    """Queue a job. The job and its message are committed together (an outbox), so a job
+    that was answered 201 runs even if the API or the broker fails right after."""
+    digest = request_digest(body.model_dump(mode="json"))
+    job_id = new_id("job")
     try:
-        publish_job(job.id)
-    except Exception as exc:
-        log.exception("could not publish job %s", job.id)
         with session_scope() as session:
-            fail_job(session, job.id, "queue_unavailable", f"the job queue is unreachable: {exc}")
-        raise ServiceUnavailable(
-            "the job queue is unreachable; the job was not started, submit it again later"
-        ) from exc
+            if idempotency_key is not None:
+                first = idempotency.find(session, tenant, "jobs", idempotency_key, digest)
+                if first is not None:
+                    return _replay(response, session, first, tenant)
+                idempotency.claim(session, tenant, "jobs", idempotency_key, digest, job_id)
+            create_job(session, body, tenant, job_id)
+    except idempotency.KeyTaken:
+        first = idempotency.winner(tenant, "jobs", idempotency_key or "", digest)
+        with session_scope() as session:
+            return _replay(response, session, first, tenant)
+    if settings.failpoint == "after_job_commit":
+        os.kill(os.getpid(), signal.SIGKILL)  # fault tests: die between commit and publish
+    try:
+        publish_pending(publish_job, job_id)
+    except Exception:
+        # The message stays in the outbox; every worker's maintenance loop sends it later.
+        log.warning("broker unreachable; job %s will be published from the outbox", job_id)
     with session_scope() as session:
-        return job_public(_job(session, job.id, tenant))
+        return job_public(_job(session, job_id, tenant))
+
+
+def _replay(response: Response, session: Session, job_id: str, tenant: str) -> dict[str, Any]:
+    response.headers["Idempotent-Replayed"] = "true"
+    return job_public(_job(session, job_id, tenant))
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=PROBLEM_RESPONSES)
@@ -65,7 +93,10 @@ def list_jobs(
     after: Annotated[
         str | None, Query(description="id of the last job of the previous page")
     ] = None,
-    status: Annotated[str | None, Query(description="only jobs in this state")] = None,
+    status: Annotated[
+        Literal["queued", "running", "succeeded", "failed", "cancelled"] | None,
+        Query(description="only jobs in this state"),
+    ] = None,
 ) -> dict[str, Any]:
     where = Job.tenant_id == tenant
     if status:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, File, Query, Response, UploadFile
 
+from app import idempotency
 from app.api.deps import SessionDep, SettingsDep
 from app.auth import TenantDep
 from app.errors import PROBLEM_RESPONSES
+from app.idempotency import IdempotencyKeyHeader, request_digest
 from app.inspection import inspect_teacher_file
 from app.models import Teacher, new_id
 from app.ownership import owned
@@ -32,12 +34,29 @@ def upload_teacher(
             "(.pt2). Pickles (torch.save) and bare state dicts are refused."
         ),
     ],
+    response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> Teacher:
     with received_file(file, settings.tmp_dir, settings.blob_chunk_bytes) as received:
+        digest = request_digest(file.filename, received.sha256)
+        if idempotency_key is not None:
+            first = idempotency.find(session, tenant, "teachers", idempotency_key, digest)
+            if first is not None:
+                response.headers["Idempotent-Replayed"] = "true"
+                return owned(session, Teacher, first, tenant, "teacher_id")
         found = inspect_teacher_file(received.path, settings.inspect_timeout_seconds)
         blob = store_file(session, received.path, settings.blob_chunk_bytes)
+    teacher_id = new_id("tch")
+    if idempotency_key is not None:
+        try:
+            idempotency.claim(session, tenant, "teachers", idempotency_key, digest, teacher_id)
+        except idempotency.KeyTaken:
+            session.rollback()
+            first = idempotency.winner(tenant, "teachers", idempotency_key, digest)
+            response.headers["Idempotent-Replayed"] = "true"
+            return owned(session, Teacher, first, tenant, "teacher_id")
     teacher = Teacher(
-        id=new_id("tch"),
+        id=teacher_id,
         tenant_id=tenant,
         filename=(file.filename or "teacher")[:255],
         status="ready",

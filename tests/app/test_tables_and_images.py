@@ -78,7 +78,7 @@ def test_image_folders(tmp_path: Path) -> None:
     ("members", "words"),
     [
         ({"a.png": b"x"}, "class folder"),
-        ({"cat/a.png": b"not an image at all"}, "not a readable image"),
+        ({"cat/a.png": b"not an image at all"}, "not a readable PNG or JPEG image"),
         ({"cat/a.png": b"", "cat/readme.txt": b"hi"}, "not a PNG"),
         ({"../../etc/cat/a.png": b""}, "class folder"),
     ],

@@ -38,12 +38,13 @@ def test_cancel_running_and_queued_jobs(
     cancelled_at = time.monotonic()
     job = service.wait(running["id"], timeout=60)
     assert job["status"] == "cancelled", job
-    assert time.monotonic() - cancelled_at < 30  # within one (short) epoch plus polling
+    # The worker learns of it at its next heartbeat (2 s) and stops before the next step.
+    assert time.monotonic() - cancelled_at < 10
     assert job["epoch"] < 1000 and job["finished_at"] is not None
     assert api.get(f"/v1/jobs/{running['id']}/artifacts").json()["data"] == []
     events = api.get(f"/v1/jobs/{running['id']}/events", params={"limit": 1000}).json()["data"]
     messages = [e["message"] for e in events]
-    assert "cancel requested; stopping within an epoch" in messages
+    assert "cancel requested; stopping at the next training step" in messages
     assert events[-1]["type"] == "state" and events[-1]["data"]["status"] == "cancelled"
     queued_events = api.get(f"/v1/jobs/{queued['id']}/events").json()["data"]
     assert [e["data"]["status"] for e in queued_events] == ["queued", "cancelled"]
@@ -100,7 +101,8 @@ def test_events_list_and_stream(
         for line in resp.iter_lines():
             if line.startswith("data: "):
                 streamed.append(json.loads(line[len("data: ") :]))
-    assert service.wait(job["id"])["status"] == "succeeded"
+    done = service.wait(job["id"])
+    assert done["status"] == "succeeded", done["error"]
 
     events = []
     after = None

@@ -8,9 +8,19 @@ from worker.engine.assistants import (
 )
 from worker.engine.checkpoints import distill_best_checkpoint
 from worker.engine.config import DistillConfig, KDMethod, StudentSpec, TrainingSpec
+from worker.engine.crossdomain import (
+    DilatedConvMapping,
+    GaussianNoiseMapping,
+    IdentityMapping,
+    MappedTeacher,
+    Mapping,
+    MappingRejected,
+    OnnxMapping,
+)
 from worker.engine.data import ArraySplit, Splits, TransferRows, random_split, stratified_split
 from worker.engine.ensemble import EnsembleTeacher
 from worker.engine.export import ExportCheckFailed, OnnxExport, export_onnx, save_safetensors
+from worker.engine.hooks import CheckpointStore, RunHooks, run_hooks
 from worker.engine.logit_cache import DiskLogitCache, LogitCache
 from worker.engine.losses import UNLABELED, KDLoss, kd_loss
 from worker.engine.students import build_student, count_parameters
@@ -29,8 +39,22 @@ from worker.engine.training import (
     predict_logits,
 )
 from worker.engine.transfer import SynthesisSpec, synthesize
+from worker.engine.vae import VaeMapping, VaeSpec, train_vae
 
 __all__ = [
+    "DilatedConvMapping",
+    "GaussianNoiseMapping",
+    "IdentityMapping",
+    "Mapping",
+    "MappedTeacher",
+    "MappingRejected",
+    "OnnxMapping",
+    "VaeMapping",
+    "VaeSpec",
+    "train_vae",
+    "CheckpointStore",
+    "RunHooks",
+    "run_hooks",
     "distill_best_checkpoint",
     "sized_student",
     "AssistantStep",

@@ -37,6 +37,8 @@ class TrainingSpec:
     learning_rate: float = 3e-3
     weight_decay: float = 0.0
     seed: int = 0
+    # Shift/jitter augmentation of image inputs, up to this many pixels (0: off).
+    jitter_pixels: int = 0
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ from worker.engine.config import DistillConfig
 from worker.engine.data import Splits
 from worker.engine.evaluation import classification_report
 from worker.engine.hints import hint_stage
+from worker.engine.hooks import current_hooks, pack_state, unpack_state
 from worker.engine.logit_cache import LogitCache, teacher_logits
 from worker.engine.losses import UNLABELED, kd_loss_rows
 from worker.engine.students import (
@@ -86,6 +87,23 @@ class _TrainingRows:
     labeled_rows: int
 
 
+def jitter(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by its own random offset of up to `pixels` in each spatial direction,
+    filling with zeros (Hinton et al. trained their MNIST teacher with 2-pixel jitter).
+    Images are [batch, height, width] or [batch, channels, height, width]."""
+    flat = x.dim() == 3
+    images = x.unsqueeze(1) if flat else x
+    n, _, height, width = images.shape
+    offsets = torch.randint(-pixels, pixels + 1, (2, n), generator=generator).to(x.device)
+    padded = nn.functional.pad(images, (pixels, pixels, pixels, pixels))
+    rows = torch.arange(height, device=x.device)[None, :] + offsets[0][:, None] + pixels
+    cols = torch.arange(width, device=x.device)[None, :] + offsets[1][:, None] + pixels
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    shifted = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+    shifted = shifted.permute(0, 3, 1, 2)
+    return shifted.squeeze(1) if flat else shifted
+
+
 def _fit(
     student: nn.Module,
     rows: _TrainingRows,
@@ -93,13 +111,20 @@ def _fit(
     alpha: float,
     validation: tuple[np.ndarray, np.ndarray | None, np.ndarray],
     on_epoch: Callable[[EpochRecord], None] | None,
+    teacher_on_batch: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[EpochRecord]:
+    """Train for the configured epochs. With jitter, every batch is shifted afresh and (when
+    `teacher_on_batch` is given) the teacher labels the shifted batch: no cache can serve it.
+
+    Under run hooks: a per-step check that may stop the run, and a checkpoint after every
+    epoch from which a later attempt resumes (weights, optimizer, RNG states, history)."""
     hp, temperature = config.training, config.method.temperature
     device = rows.x.device
     optimizer = torch.optim.Adam(
         student.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay
     )
     shuffle = torch.Generator(device="cpu").manual_seed(hp.seed)
+    shifts = torch.Generator(device="cpu").manual_seed(hp.seed + 1)
     n = len(rows.x)
     transfer_rows = n - rows.labeled_rows
     zero = torch.zeros((), device=device)
@@ -107,7 +132,23 @@ def _fit(
     history: list[EpochRecord] = []
     # The cnn student always normalizes, whatever spec.batch_norm says: ask the model.
     has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in student.modules())
-    for epoch in range(1, hp.epochs + 1):
+    hooks = current_hooks()
+    run = hooks.next_run()
+    step_check = hooks.on_step
+    first_epoch = 1
+    saved = hooks.checkpoints.load(run) if hooks.checkpoints is not None else None
+    if saved is not None:
+        state = unpack_state(saved)
+        student.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        shuffle.set_state(state["shuffle"])
+        shifts.set_state(state["shifts"])
+        torch.set_rng_state(state["torch_rng"])
+        history = [EpochRecord(**record) for record in state["history"]]
+        first_epoch = int(state["epoch"]) + 1
+        if hooks.on_resume is not None:
+            hooks.on_resume(run, first_epoch - 1)
+    for epoch in range(first_epoch, hp.epochs + 1):
         epoch_start = time.perf_counter()
         student.train()
         order = torch.randperm(n, generator=shuffle).to(device)
@@ -118,11 +159,20 @@ def _fit(
             idx = order[start : start + hp.batch_size]
             if len(idx) < 2 and n > 1 and has_batch_norm:
                 continue  # batch norm cannot train on a single row
-            out = student(rows.x[idx])
+            if step_check is not None:
+                step_check()
+            inputs, targets = rows.x[idx], rows.targets[idx]
+            if hp.jitter_pixels:
+                inputs = jitter(inputs, hp.jitter_pixels, shifts)
+                if teacher_on_batch is not None:
+                    targets = torch.as_tensor(
+                        teacher_on_batch(inputs.cpu().numpy()), dtype=torch.float32, device=device
+                    )
+            out = student(inputs)
             labels = rows.labels[idx] if rows.labels is not None else None
             loss, soft_rows = kd_loss_rows(
                 out,
-                rows.targets[idx],
+                targets,
                 labels,
                 temperature,
                 epoch_alpha,
@@ -161,6 +211,22 @@ def _fit(
             soft_loss_transfer=soft_transfer_sum / transfer_rows if transfer_rows else None,
         )
         history.append(record)
+        if hooks.checkpoints is not None:
+            hooks.checkpoints.save(
+                run,
+                epoch,
+                pack_state(
+                    {
+                        "model": student.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "shuffle": shuffle.get_state(),
+                        "shifts": shifts.get_state(),
+                        "torch_rng": torch.get_rng_state(),
+                        "history": [asdict(r) for r in history],
+                        "epoch": epoch,
+                    }
+                ),
+            )
         if on_epoch is not None:
             on_epoch(record)
     return history
@@ -255,7 +321,9 @@ def distill(
         hint_report["teacher_output"] = method.hint_output
         stage("training")
     started = time.perf_counter()
-    history = _fit(student, rows, config, method.alpha, validation, on_epoch)
+    history = _fit(
+        student, rows, config, method.alpha, validation, on_epoch, lambda b: teacher.logits(b)
+    )
     train_seconds = time.perf_counter() - started
 
     scratch_history: list[EpochRecord] = []

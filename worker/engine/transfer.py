@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -15,7 +16,7 @@ CHUNK_ROWS = 8192
 
 @dataclass(frozen=True)
 class SynthesisSpec:
-    method: str  # "mixup" | "noise" | "shift"
+    method: str  # "mixup" | "noise" | "shift" | "vae"
     size: int
     seed: int = 0
     mixup_alpha: float = 1.0  # Beta(a, a) mixing weights
@@ -74,17 +75,33 @@ def _shift(x: np.ndarray, rows: int, rng: np.random.Generator, spec: SynthesisSp
     return out
 
 
-METHODS = ("mixup", "noise", "shift")
+class Generator(Protocol):
+    """A learned generator of inputs (the cross-domain VAE's target decoder)."""
+
+    def generate(self, x: np.ndarray, rows: int, rng: np.random.Generator) -> np.ndarray: ...
 
 
-def synthesize(x: np.ndarray, spec: SynthesisSpec) -> np.ndarray:
-    """`spec.size` new inputs shaped like the rows of x (float32), in chunks."""
+METHODS = ("mixup", "noise", "shift", "vae")
+
+
+def synthesize(
+    x: np.ndarray, spec: SynthesisSpec, generator: Generator | None = None
+) -> np.ndarray:
+    """`spec.size` new inputs shaped like the rows of x (float32), in chunks. "vae" decodes
+    samples near the rows of x with `generator` (a trained cross-domain VAE mapping)."""
     if spec.method not in METHODS:
         raise ValueError(f"unknown synthesis method {spec.method!r}; choose from {METHODS}")
     if len(x) == 0:
         raise ValueError("cannot synthesize a transfer set from no rows")
+    if spec.method == "vae" and generator is None:
+        raise ValueError("'vae' synthesis needs a trained VAE (a cross-domain VAE mapping)")
     x = np.asarray(x, dtype=np.float32)
-    make = {"mixup": _mixup, "shift": _shift}.get(spec.method) or _noise_factory(x)
+    make: Callable[..., np.ndarray]
+    if spec.method == "vae":
+        assert generator is not None
+        make = lambda x, rows, rng, _spec: generator.generate(x, rows, rng)  # noqa: E731
+    else:
+        make = {"mixup": _mixup, "shift": _shift}.get(spec.method) or _noise_factory(x)
     rng = np.random.default_rng([spec.seed, METHODS.index(spec.method)])
     out = np.empty((spec.size, *x.shape[1:]), dtype=np.float32)
     for start in range(0, spec.size, CHUNK_ROWS):

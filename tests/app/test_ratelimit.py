@@ -1,0 +1,56 @@
+"""Rate limits per API key, through the HTTP API of a real API process."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+
+from app.ratelimit import TokenBuckets
+from tests.app.live import create_key, extra_api
+from tests.conftest import Service
+
+
+def test_token_bucket_refills_at_the_rate() -> None:
+    buckets = TokenBuckets(per_second=2.0, burst=3)
+    assert [buckets.take("a", now=0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert buckets.take("a", now=0.0) == 0.5  # one token comes back in half a second
+    assert buckets.take("b", now=0.0) == 0.0  # another key has a bucket of its own
+    assert buckets.take("a", now=0.5) == 0.0
+    assert buckets.take("a", now=0.5) > 0.0
+    assert buckets.take("a", now=100.0) == 0.0  # refilled, never beyond the burst
+    assert [buckets.take("a", now=100.0) for _ in range(3)][-1] > 0.0
+
+
+def test_429_with_retry_after_per_key(production_service: Service, tmp_path: Path) -> None:
+    service = extra_api(
+        production_service,
+        tmp_path,
+        DISTILLERY_RATE_LIMIT_PER_SECOND="0.5",
+        DISTILLERY_RATE_LIMIT_BURST="5",
+    )
+    first = {"Authorization": f"Bearer {create_key(production_service, 'rl-first')}"}
+    second = {"Authorization": f"Bearer {create_key(production_service, 'rl-second')}"}
+    try:
+        with httpx.Client(base_url=service.base_url, timeout=30) as client:
+            codes = [client.get("/v1/jobs", headers=first).status_code for _ in range(5)]
+            assert codes == [200] * 5
+            limited = client.get("/v1/jobs", headers=first)
+            assert limited.status_code == 429
+            assert limited.headers["content-type"] == "application/problem+json"
+            assert limited.json()["code"] == "rate_limited"
+            retry_after = int(limited.headers["Retry-After"])
+            assert 1 <= retry_after <= 2
+            # An upload over the rate is refused before its body is read.
+            big = client.post("/v1/datasets", headers=first, files={"file": ("d.csv", b"a\n1\n")})
+            assert big.status_code == 429
+            # Another key, and anonymous callers (by address), are unaffected.
+            assert client.get("/v1/jobs", headers=second).status_code == 200
+            assert client.get("/v1/jobs").status_code == 200
+            # Health probes are never limited.
+            assert all(client.get("/healthz").status_code == 200 for _ in range(10))
+            time.sleep(retry_after)
+            assert client.get("/v1/jobs", headers=first).status_code == 200
+    finally:
+        service.stop()

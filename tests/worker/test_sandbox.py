@@ -1,0 +1,220 @@
+"""Teachers in a confined child process: same answers, no network, limits that hold."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.worker.hostile import hungry_onnx, mlp_onnx, spinning_onnx
+from worker.engine.teachers import TeacherRejected, load_teacher
+from worker.sandbox import (
+    SandboxedTeacher,
+    SandboxLimits,
+    TeacherCrashed,
+    TeacherResourceExceeded,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+GIB = 1024**3
+LIMITS = SandboxLimits(memory_bytes=2 * GIB, cpu_seconds=60)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return mlp_onnx(tmp_path_factory.mktemp("onnx") / "teacher.onnx")
+
+
+@pytest.fixture(scope="module")
+def pt2_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(12, 16), torch.nn.ReLU(), torch.nn.Linear(16, 5)
+    ).eval()
+    path = tmp_path_factory.mktemp("pt2") / "teacher.pt2"
+    example = (torch.randn(3, 3, 4),)
+    batch = torch.export.Dim("batch")
+    torch.export.save(torch.export.export(model, example, dynamic_shapes=({0: batch},)), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def onnx_teacher(onnx_file: Path) -> Iterator[SandboxedTeacher]:
+    with SandboxedTeacher(onnx_file, LIMITS) as teacher:
+        yield teacher
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A TCP port on loopback that accepts connections (from this process, at least)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = int(server.getsockname()[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=3):
+            pass  # the port is reachable from outside the sandbox
+        yield port
+
+
+def _limit(pid: int, name: str) -> tuple[str, str]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith(name):
+            soft, hard = line[len(name) :].split()[:2]
+            return soft, hard
+    raise AssertionError(f"no {name} in /proc/{pid}/limits")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_onnx_through_the_sandbox_equals_in_process(
+    onnx_file: Path, onnx_teacher: SandboxedTeacher
+) -> None:
+    local = load_teacher(onnx_file)
+    sandboxed = onnx_teacher
+    for name in ("format", "input_shape", "num_classes", "parameters", "output_name"):
+        assert getattr(sandboxed, name) == getattr(local, name), name
+    assert sandboxed.output_kind == local.output_kind == "logits"
+    assert sandboxed.fingerprint == local.fingerprint and sandboxed.fingerprint
+    # More rows than one request carries (32 MiB), so the answer comes back in parts.
+    x = np.random.default_rng(0).random((140_000, 1, 8, 8), dtype=np.float32)
+    assert np.array_equal(sandboxed.logits(x, 512), local.logits(x, 512))
+    assert np.array_equal(sandboxed.logits(x[:3]), local.logits(x[:3]))
+    assert sandboxed.hint_candidates == local.details["hint_candidates"]
+    assert "hidden" in sandboxed.hint_candidates
+    hint = getattr(sandboxed, "hint")  # noqa: B009 - how the engine finds it (training.py)
+    assert np.array_equal(hint(x[:700], "hidden"), getattr(local, "hint")(x[:700], "hidden"))  # noqa: B009
+    assert sandboxed.latency_ms(64, 5) > 0
+
+
+def test_pt2_through_the_sandbox_equals_in_process(pt2_file: Path) -> None:
+    local = load_teacher(pt2_file)
+    x = np.random.default_rng(1).standard_normal((1000, 3, 4)).astype(np.float32)
+    sandboxed = SandboxedTeacher(pt2_file, LIMITS)
+    assert (sandboxed.format, sandboxed.input_shape, sandboxed.num_classes) == ("pt2", (3, 4), 5)
+    assert sandboxed.parameters == local.parameters
+    assert np.array_equal(sandboxed.logits(x, 128), local.logits(x, 128))
+    assert np.array_equal(sandboxed.logits(x[:1]), local.logits(x[:1]))
+    assert sandboxed.logits(x[:0]).shape == (0, 5)
+    assert getattr(sandboxed, "hint", None) is None  # no intermediate tensors from a .pt2
+    # The runner never closes its teachers: dropping the last reference ends the process.
+    pid = sandboxed.pid
+    del sandboxed
+    assert not _alive(pid)
+
+
+def test_a_file_that_is_no_teacher_is_rejected_as_before(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.onnx"
+    path.write_bytes(os.urandom(3000))
+    with pytest.raises(TeacherRejected, match="not a valid ONNX"):
+        SandboxedTeacher(path, LIMITS)
+
+
+def test_the_child_is_confined(
+    onnx_teacher: SandboxedTeacher, listener: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid = onnx_teacher.pid
+    result = onnx_teacher.check_network("127.0.0.1", listener)
+    assert result != "connected", result
+    if onnx_teacher.sandbox == "namespace":  # else the kernel refused it: seccomp, tested below
+        assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        assert "unreachable" in result.lower(), result
+    assert _limit(pid, "Max address space") == (str(2 * GIB), str(2 * GIB))
+    assert _limit(pid, "Max cpu time") == ("60", "65")
+    assert _limit(pid, "Max core file size") == ("0", "0")
+    assert os.getpgid(pid) == pid  # its own process group
+    assert os.readlink(f"/proc/{pid}/fd/0") == "/dev/null"
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert "CapEff:\t0000000000000000" in status, status
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert not [v for v in environ if v.startswith(b"DISTILLERY_")]
+
+
+def test_seccomp_fallback_blocks_the_network(onnx_file: Path, listener: int) -> None:
+    """Where the kernel refuses a network namespace, a seccomp filter refuses sockets."""
+    with SandboxedTeacher(onnx_file, SandboxLimits(2 * GIB, 60, network="seccomp")) as teacher:
+        assert teacher.sandbox == "seccomp"
+        status = Path(f"/proc/{teacher.pid}/status").read_text()
+        assert "Seccomp:\t2" in status
+        assert os.readlink(f"/proc/{teacher.pid}/ns/net") == os.readlink("/proc/self/ns/net")
+        result = teacher.check_network("127.0.0.1", listener)
+        assert "Operation not permitted" in result, result
+        x = np.ones((5, 1, 8, 8), np.float32)
+        assert np.array_equal(teacher.logits(x), load_teacher(onnx_file).logits(x))
+
+
+def test_a_memory_hog_fails_fast_and_the_parent_goes_on(onnx_file: Path, tmp_path: Path) -> None:
+    # 56 rows past the probe x 2^24 floats: 3.5 GiB in one allocation, against a 1.5 GiB limit.
+    path = hungry_onnx(tmp_path / "hungry.onnx", floats_per_row=2**24)
+    with SandboxedTeacher(path, SandboxLimits(memory_bytes=3 * GIB // 2, cpu_seconds=60)) as hog:
+        x = np.zeros((64, 1, 8, 8), np.float32)
+        started = time.monotonic()
+        with pytest.raises(TeacherResourceExceeded, match="more memory than its limit of 1.5 GiB"):
+            hog.logits(x)
+        assert time.monotonic() - started < 10
+        assert hog.logits(x[:8]).shape == (8, 10)  # the child itself is still usable
+    with SandboxedTeacher(onnx_file, LIMITS) as normal:
+        assert normal.logits(x).shape == (64, 10)
+
+
+def test_a_cpu_hog_is_stopped_at_its_cpu_limit(tmp_path: Path) -> None:
+    path = spinning_onnx(tmp_path / "spin.onnx")
+    with SandboxedTeacher(path, SandboxLimits(memory_bytes=2 * GIB, cpu_seconds=5)) as hog:
+        started = time.monotonic()
+        with pytest.raises(TeacherResourceExceeded, match="CPU-time limit of 5 s"):
+            hog.logits(np.zeros((16, 1, 8, 8), np.float32))
+        assert time.monotonic() - started < 30
+        assert not _alive(hog.pid)
+
+
+def test_a_child_that_dies_is_a_typed_crash(onnx_file: Path) -> None:
+    with SandboxedTeacher(onnx_file, LIMITS) as teacher:
+        os.kill(teacher.pid, signal.SIGSEGV)
+        with pytest.raises(TeacherCrashed, match="SIGSEGV"):
+            teacher.logits(np.zeros((4, 1, 8, 8), np.float32))
+        with pytest.raises(TeacherCrashed):
+            teacher.logits(np.zeros((4, 1, 8, 8), np.float32))
+
+
+def test_the_child_dies_with_its_parent(onnx_file: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from worker.sandbox import SandboxedTeacher, SandboxLimits
+        teacher = SandboxedTeacher(Path({str(onnx_file)!r}), SandboxLimits({2 * GIB}, 60))
+        print(teacher.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert _alive(child)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child)
+    finally:
+        parent.kill()
+        parent.wait()
