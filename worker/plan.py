@@ -222,6 +222,7 @@ def distill_config(spec: dict[str, Any], student: StudentSpec) -> DistillConfig:
             learning_rate=float(training["learning_rate"]),
             weight_decay=float(training["weight_decay"]),
             seed=int(training["seed"]),
+            jitter_pixels=int(training.get("jitter_pixels", 0)),
         ),
         baseline=bool(spec.get("baseline", True)),
     )

@@ -164,6 +164,12 @@ def render_report(job_id: str, metrics: dict[str, Any]) -> str:
         for m in (metrics.get("teacher") or {}).get("ensemble") or []
     ]
     confusion_png = confusion(student_eval["confusion_matrix"]) if student_eval else None
+    cross = metrics.get("cross_domain") or {}
+    cross_rows = [
+        [key, value if not isinstance(value, float) else _num(value)]
+        for key, value in cross.items()
+        if not isinstance(value, (dict, list)) or key in ("input_shape", "output_shape")
+    ]
     sections = [
         f"<h1>Distillation report: {html.escape(job_id)}</h1>",
         f"<p class=verdict>{_verdict(metrics)}</p>",
@@ -178,6 +184,7 @@ def render_report(job_id: str, metrics: dict[str, Any]) -> str:
         _table("Per-class accuracy", ["class", "teacher", "student"], per_class),
         _table("Data", ["part", "rows", "source"], split_rows),
         _table("Transfer rows", ["source", "rows"], transfer_rows),
+        _table("Cross-domain mapping phi (target input -> teacher input)", ["", ""], cross_rows),
         _table("Teacher assistants", ["step", "parameters", "accuracy"], assistants),
         _table("Ensemble members", ["teacher", "parameters", "accuracy"], members),
     ]

@@ -4,7 +4,10 @@ The worker never loads an uploaded model itself. `SandboxedTeacher` starts one l
 per teacher, with an address-space limit, a CPU-time limit, no network (worker/confinement.py),
 its own process group, stdin closed, a minimal environment and death with its parent, and
 forwards the engine's Teacher calls to it over pipes. A teacher that needs more memory or CPU
-than allowed, or kills its process, fails the job with a typed error; the worker goes on."""
+than allowed, or kills its process, fails the job with a typed error; the worker goes on.
+
+Create it on a thread that outlives it (the job's thread): the kernel's parent-death signal
+follows the thread that started the child, not the whole process."""
 
 from __future__ import annotations
 

@@ -86,6 +86,12 @@ def test_ensemble_of_teachers(production_service: Service, ids: dict[str, str]) 
         ({"teacher_id": "@linear", "teacher_ids": ["@mlp", "@linear"]}, "body"),
         ({}, "body"),
         ({"teacher_id": "@mlp", "method": {"kd_stop_epoch": 50}}, "method.kd_stop_epoch"),
+        ({"teacher_id": "@flat", "training": {"jitter_pixels": 2}}, "training.jitter_pixels"),
+        ({"teacher_id": "@mlp", "training": {"jitter_pixels": 9}}, "training.jitter_pixels"),
+        (
+            {"teacher_id": "@mlp", "training": {"time_limit_seconds": 0}},
+            "training.time_limit_seconds",
+        ),
     ],
 )
 def test_bad_method_requests(
@@ -104,6 +110,25 @@ def test_bad_method_requests(
     assert r.status_code == 422, r.text
     fields = [e["field"] for e in r.json()["errors"]]
     assert any(f == field or f.startswith(field) for f in fields), r.json()
+
+
+def test_jitter_augmentation(production_service: Service, ids: dict[str, str]) -> None:
+    """Hinton's 2-pixel jitter: every batch shifted afresh, the teacher labels each one."""
+    service = production_service
+    body = {
+        "teacher_id": ids["mlp"],
+        "train_dataset_id": ids["train"],
+        "test_dataset_id": ids["test"],
+        "training": {"epochs": 6, "jitter_pixels": 1},
+    }
+    r = service.client.post("/v1/jobs", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["training"]["jitter_pixels"] == 1
+    job = service.wait(r.json()["id"])
+    assert job["status"] == "succeeded", f"{job}\n{service.tail()}"
+    metrics = service.client.get(f"/v1/jobs/{job['id']}/artifacts/metrics.json").json()
+    assert metrics["training"]["jitter_pixels"] == 1
+    assert metrics["student_accuracy"] > 0.8 and metrics["scratch_accuracy"] > 0.8
 
 
 def test_early_stopped_kd(production_service: Service, ids: dict[str, str]) -> None:

@@ -261,3 +261,22 @@ def test_requeue_gives_up_after_max_attempts(
     cluster.add_worker("reaper")
     done = cluster.api.wait(job["id"], timeout=60)
     assert done["status"] == "failed" and done["error"]["code"] == "worker_lost", done
+
+
+def test_active_job_quota_per_tenant(
+    cluster: Cluster, digits_teacher: TeacherFiles, digits_files: dict[str, Path]
+) -> None:
+    ids = _ids(cluster, digits_teacher, digits_files)
+    capped = cluster.start_api(DISTILLERY_MAX_ACTIVE_JOBS_PER_TENANT="2")
+    try:
+        body = {**ids, "training": {"epochs": 1}}
+        first = [capped.client.post("/v1/jobs", json=body) for _ in range(2)]
+        assert [r.status_code for r in first] == [201, 201]  # no worker: both stay queued
+        third = capped.client.post("/v1/jobs", json=body)
+        assert third.status_code == 429, third.text
+        assert int(third.headers["Retry-After"]) > 0
+        assert third.json()["code"] == "too_many_active_jobs"
+        capped.client.post(f"/v1/jobs/{first[0].json()['id']}/cancel")
+        assert capped.client.post("/v1/jobs", json=body).status_code == 201
+    finally:
+        capped.stop()
