@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from app.datafiles import load_arrays
+from app.settings import get_settings
 from worker.engine import (
     ArraySplit,
     DilatedConvMapping,
@@ -37,6 +38,7 @@ from worker.engine import (
     train_vae,
 )
 from worker.engine.evaluation import onnx_latency_ms, teacher_latency_ms
+from worker.sandbox import SandboxedMapping, SandboxLimits
 
 HELD_OUT_FRACTION = 0.15
 
@@ -269,7 +271,11 @@ def build_mapping(
             shape, int(cross["kernel_size"]), int(cross["dilation"]), cross.get("weights")
         )
     if phi == "onnx":
-        return OnnxMapping(paths["mapping"], output_shape=shape)
+        # Checked here with onnx; run only in a confined child, like a teacher (worker/sandbox.py).
+        limits = SandboxLimits.from_settings(get_settings())
+        return OnnxMapping(
+            paths["mapping"], output_shape=shape, runner=lambda p: SandboxedMapping(p, limits)
+        )
     if phi != "vae":
         raise JobInputError("mapping_invalid", f"unknown cross_domain.phi {phi!r}")
     if on_stage is not None:

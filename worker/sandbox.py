@@ -1,10 +1,12 @@
-"""A teacher that runs in its own confined process (worker/teacher_process.py).
+"""Uploaded models that run in their own confined process (worker/teacher_process.py).
 
 The worker never loads an uploaded model itself. `SandboxedTeacher` starts one long-lived child
 per teacher, with an address-space limit, a CPU-time limit, no network (worker/confinement.py),
 its own process group, stdin closed, a minimal environment and death with its parent, and
-forwards the engine's Teacher calls to it over pipes. A teacher that needs more memory or CPU
-than allowed, or kills its process, fails the job with a typed error; the worker goes on.
+forwards the engine's Teacher calls to it over pipes. `SandboxedMapping` does the same for a
+cross-domain job's uploaded ONNX mapping (the runner OnnxMapping is given: rows in, the model's
+first output out). A model that needs more memory or CPU than allowed, or kills its process,
+fails the job with a typed error; the worker goes on.
 
 Create it on a thread that outlives it (the job's thread): the kernel's parent-death signal
 follows the thread that started the child, not the whole process."""
@@ -22,11 +24,12 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Self
 
 import numpy as np
 
 from worker.confinement import CPU_GRACE_SECONDS, NetworkMode, minimal_environment
+from worker.engine.crossdomain import ONNX_CHUNK_ROWS, MappingRejected
 from worker.engine.logit_cache import file_fingerprint
 from worker.engine.teachers import OutputKind, TeacherRejected
 from worker.teacher_process import ProtocolError, read_message, write_message
@@ -41,19 +44,19 @@ LOG_TAIL_CHARS = 2000
 
 
 class SandboxError(Exception):
-    """The sandboxed teacher failed; `code` is the job's error.code."""
+    """The sandboxed teacher (or mapping) failed; `code` is the job's error.code."""
 
     code = "teacher_crashed"
 
 
 class TeacherResourceExceeded(SandboxError):
-    """The teacher needed more memory or CPU time than its limits allow."""
+    """The teacher (or mapping) needed more memory or CPU time than its limits allow."""
 
     code = "teacher_resource_limit"
 
 
 class TeacherCrashed(SandboxError):
-    """The teacher's process died, or the teacher raised while running."""
+    """The model's process died, or the teacher (or mapping) raised while running."""
 
     code = "teacher_crashed"
 
@@ -95,14 +98,15 @@ def _stop(process: subprocess.Popen[bytes], fds: tuple[int, int], log: IO[bytes]
     log.close()
 
 
-class SandboxedTeacher:
-    """The engine's Teacher protocol, answered by a confined child process.
+class _ConfinedModel:
+    """One uploaded model in a confined child process, spoken to over pipes; `role` names it
+    in every error ("the teacher ...", "the mapping ...")."""
 
-    Has `hint` (FitNets) and `hint_candidates` only when the teacher inside has them."""
+    role = "teacher"
+    kind = "teacher"  # what the child loads (python -m worker.teacher_process --kind)
 
     def __init__(self, path: Path, limits: SandboxLimits) -> None:
         self.limits = limits
-        self.fingerprint: str | None = file_fingerprint(path)
         self._log = tempfile.TemporaryFile()
         to_child, self._to_child = os.pipe()
         self._from_child, from_child = os.pipe()
@@ -112,6 +116,7 @@ class SandboxedTeacher:
                 "-m",
                 "worker.teacher_process",
                 str(Path(path).resolve()),
+                f"--kind={self.kind}",
                 f"--read-fd={to_child}",
                 f"--write-fd={from_child}",
                 f"--memory-bytes={limits.memory_bytes}",
@@ -135,30 +140,12 @@ class SandboxedTeacher:
             self, _stop, self._process, (self._to_child, self._from_child), self._log
         )
         try:
-            header, _ = self._receive("loading the teacher")
+            header, _ = self._receive(f"loading the {self.role}")
         except BaseException:
             self.close()
             raise
-        meta = header["meta"]
         self.sandbox: str = header["sandbox"]
-        self.format: str = meta["format"]
-        self.input_shape: tuple[int, ...] = tuple(int(d) for d in meta["input_shape"])
-        self.num_classes: int = int(meta["num_classes"])
-        self.parameters: int = int(meta["parameters"])
-        self.output_name: str = meta["output_name"]
-        self.output_kind: OutputKind = meta["output_kind"]
-        self.fixed_batch: int | None = meta["fixed_batch"]
-        self.details: dict[str, Any] = meta["details"]
-        if "hint_candidates" in self.details:
-            self.hint_candidates = list(self.details["hint_candidates"])
-        self._has_hint = bool(meta["has_hint"])
-
-    @property
-    def hint(self) -> Callable[..., np.ndarray]:
-        """FitNets hints (training.py looks for this attribute): only if the teacher has them."""
-        if not self._has_hint:
-            raise AttributeError("this teacher exposes no intermediate tensors")
-        return self._hint
+        self.meta: dict[str, Any] = header["meta"]
 
     @property
     def pid(self) -> int:
@@ -167,48 +154,22 @@ class SandboxedTeacher:
     def close(self) -> None:
         self._finalizer()
 
-    def __enter__(self) -> SandboxedTeacher:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-    def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        if len(x) == 0:
-            return np.zeros((0, self.num_classes), np.float32)
-        outputs = []
-        for part in self._parts(x, batch_size):
-            out = self._request({"op": "logits", "batch_size": batch_size}, part)
-            if out.shape != (len(part), self.num_classes) or out.dtype != np.float32:
-                raise TeacherCrashed(f"the teacher's process answered an array shaped {out.shape}")
-            outputs.append(out)
-        return np.concatenate(outputs)
-
-    def _hint(self, x: np.ndarray, name: str, batch_size: int = 512) -> np.ndarray:
-        outputs = []
-        for part in self._parts(x, batch_size):
-            out = self._request({"op": "hint", "name": name, "batch_size": batch_size}, part)
-            if out.ndim != 2 or len(out) != len(part) or out.dtype != np.float32:
-                raise TeacherCrashed("the teacher's process answered a malformed hint")
-            outputs.append(out)
-        return np.concatenate(outputs)
-
-    def latency_ms(self, batch: int, repeats: int = 30) -> float:
-        """Median latency of logits for `batch` rows, timed inside the child (no IPC in it)."""
-        header, _ = self._call({"op": "latency", "batch": batch, "repeats": repeats}, [])
-        return float(header["ms"])
 
     def check_network(self, host: str, port: int) -> str:
         """What a TCP connect from inside the child gets: the sandbox's network, tested."""
         header, _ = self._call({"op": "network", "host": host, "port": port}, [])
         return str(header["result"])
 
-    def _parts(self, x: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    def _split(self, x: np.ndarray, align: int) -> list[np.ndarray]:
+        """x in requests of at most MAX_REQUEST_BYTES, each whole chunks of `align` rows."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         row_bytes = max(1, x[:1].nbytes)
         rows = max(1, MAX_REQUEST_BYTES // row_bytes)
-        # Whole chunks per request, so the child batches exactly as an in-process teacher would.
-        align = self.fixed_batch or batch_size
         if rows > align:
             rows -= rows % align
         if len(x) <= rows:
@@ -218,15 +179,15 @@ class SandboxedTeacher:
     def _request(self, header: dict[str, Any], x: np.ndarray) -> np.ndarray:
         _, arrays = self._call(header, [x])
         if len(arrays) != 1:
-            raise TeacherCrashed("the teacher's process answered without an array")
+            raise TeacherCrashed(f"the {self.role}'s process answered without an array")
         return arrays[0]
 
     def _call(
         self, header: dict[str, Any], arrays: list[np.ndarray]
     ) -> tuple[dict[str, Any], list[np.ndarray]]:
-        what = f"running the teacher ({header['op']})"
+        what = f"running the {self.role} ({header['op']})"
         if not self._finalizer.alive:
-            raise TeacherCrashed("the teacher's process was closed")
+            raise TeacherCrashed(f"the {self.role}'s process was closed")
         try:
             write_message(self._to_child, header, arrays)
         except (BrokenPipeError, OSError):
@@ -240,7 +201,7 @@ class SandboxedTeacher:
         except TimeoutError:
             self.close()
             raise TeacherResourceExceeded(
-                f"the teacher did not answer within {self.limits.wall_seconds:.0f} s while "
+                f"the {self.role} did not answer within {self.limits.wall_seconds:.0f} s while "
                 f"{what}; it was stopped"
             ) from None
         except (EOFError, OSError, ProtocolError) as exc:
@@ -250,21 +211,23 @@ class SandboxedTeacher:
         raise self._refusal(header, what)
 
     def _refusal(self, header: dict[str, Any], what: str) -> Exception:
-        """The exception for a reply that says the teacher failed (the child is still up)."""
+        """The exception for a reply that says the model failed (the child is still up)."""
         kind, message = header.get("kind"), str(header.get("message", ""))[:600]
         if kind == "memory":
             return TeacherResourceExceeded(
-                f"the teacher needed more memory than its limit of "
+                f"the {self.role} needed more memory than its limit of "
                 f"{_gib(self.limits.memory_bytes)} while {what} ({message}); use a smaller "
                 "model or batch, or raise DISTILLERY_TEACHER_MEMORY_BYTES"
             )
         if kind == "rejected":
             self.close()
-            return TeacherRejected(message)
+            return MappingRejected(message) if self.kind == "mapping" else TeacherRejected(message)
         if kind == "sandbox":
             self.close()
             return TeacherCrashed(message)
-        return TeacherCrashed(f"the teacher failed while {what}: {header.get('type')}: {message}")
+        return TeacherCrashed(
+            f"the {self.role} failed while {what}: {header.get('type')}: {message}"
+        )
 
     def _died(self, what: str, detail: str = "") -> SandboxError:
         """The child is gone (or talking nonsense): stop it and say why in the job's terms."""
@@ -274,12 +237,14 @@ class SandboxedTeacher:
         code = self._process.returncode
         if usage is None:  # it broke the protocol or closed its pipe and lived on: killed
             why = detail or "it closed its pipe"
-            return TeacherCrashed(f"the teacher's process stopped answering while {what}: {why}")
+            return TeacherCrashed(
+                f"the {self.role}'s process stopped answering while {what}: {why}"
+            )
         cpu = usage.ru_utime + usage.ru_stime if usage else None
         limit = self.limits.cpu_seconds
         if code in (-signal.SIGXCPU, -signal.SIGKILL) and cpu is not None and cpu >= limit - 1:
             return TeacherResourceExceeded(
-                f"the teacher used up its CPU-time limit of {limit} s while {what}; use a "
+                f"the {self.role} used up its CPU-time limit of {limit} s while {what}; use a "
                 "smaller model or raise DISTILLERY_TEACHER_CPU_SECONDS"
             )
         if code == -signal.SIGKILL or any(
@@ -293,17 +258,19 @@ class SandboxedTeacher:
             )
         ):
             return TeacherResourceExceeded(
-                f"the teacher's process was killed for memory while {what} (limit "
+                f"the {self.role}'s process was killed for memory while {what} (limit "
                 f"{_gib(self.limits.memory_bytes)}); use a smaller model or raise "
                 "DISTILLERY_TEACHER_MEMORY_BYTES"
             )
         if code == -signal.SIGXFSZ:
-            return TeacherResourceExceeded(f"the teacher wrote too much output while {what}")
+            return TeacherResourceExceeded(f"the {self.role} wrote too much output while {what}")
         how = f"signal {-code}" if code and code < 0 else f"exit code {code}"
         with contextlib.suppress(ValueError):
             how = f"signal {signal.Signals(-code).name}" if code and code < 0 else how
         last = tail.strip().splitlines()[-1:] or [detail]
-        return TeacherCrashed(f"the teacher's process died while {what} ({how}): {last[0][:300]}")
+        return TeacherCrashed(
+            f"the {self.role}'s process died while {what} ({how}): {last[0][:300]}"
+        )
 
     def _reap(self, timeout: float) -> Any:
         """Wait for the child's exit and return its resource usage; None if it did not exit by
@@ -330,3 +297,91 @@ class SandboxedTeacher:
             return self._log.read().decode(errors="replace")
         except (OSError, ValueError):
             return ""
+
+
+class SandboxedTeacher(_ConfinedModel):
+    """The engine's Teacher protocol, answered by a confined child process.
+
+    Has `hint` (FitNets) and `hint_candidates` only when the teacher inside has them."""
+
+    role = kind = "teacher"
+
+    def __init__(self, path: Path, limits: SandboxLimits) -> None:
+        self.fingerprint: str | None = file_fingerprint(path)
+        super().__init__(path, limits)
+        meta = self.meta
+        self.format: str = meta["format"]
+        self.input_shape: tuple[int, ...] = tuple(int(d) for d in meta["input_shape"])
+        self.num_classes: int = int(meta["num_classes"])
+        self.parameters: int = int(meta["parameters"])
+        self.output_name: str = meta["output_name"]
+        self.output_kind: OutputKind = meta["output_kind"]
+        self.fixed_batch: int | None = meta["fixed_batch"]
+        self.details: dict[str, Any] = meta["details"]
+        if "hint_candidates" in self.details:
+            self.hint_candidates = list(self.details["hint_candidates"])
+        self._has_hint = bool(meta["has_hint"])
+
+    @property
+    def hint(self) -> Callable[..., np.ndarray]:
+        """FitNets hints (training.py looks for this attribute): only if the teacher has them."""
+        if not self._has_hint:
+            raise AttributeError("this teacher exposes no intermediate tensors")
+        return self._hint
+
+    def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        if len(x) == 0:
+            return np.zeros((0, self.num_classes), np.float32)
+        outputs = []
+        for part in self._parts(x, batch_size):
+            out = self._request({"op": "logits", "batch_size": batch_size}, part)
+            if out.shape != (len(part), self.num_classes) or out.dtype != np.float32:
+                raise TeacherCrashed(f"the teacher's process answered an array shaped {out.shape}")
+            outputs.append(out)
+        return np.concatenate(outputs)
+
+    def _hint(self, x: np.ndarray, name: str, batch_size: int = 512) -> np.ndarray:
+        outputs = []
+        for part in self._parts(x, batch_size):
+            out = self._request({"op": "hint", "name": name, "batch_size": batch_size}, part)
+            if out.ndim != 2 or len(out) != len(part) or out.dtype != np.float32:
+                raise TeacherCrashed("the teacher's process answered a malformed hint")
+            outputs.append(out)
+        return np.concatenate(outputs)
+
+    def latency_ms(self, batch: int, repeats: int = 30) -> float:
+        """Median latency of logits for `batch` rows, timed inside the child (no IPC in it)."""
+        header, _ = self._call({"op": "latency", "batch": batch, "repeats": repeats}, [])
+        return float(header["ms"])
+
+    def _parts(self, x: np.ndarray, batch_size: int) -> list[np.ndarray]:
+        # Whole chunks per request, so the child batches exactly as an in-process teacher would.
+        return self._split(x, self.fixed_batch or batch_size)
+
+
+class SandboxedMapping(_ConfinedModel):
+    """A cross-domain job's uploaded ONNX mapping, run by onnxruntime in a confined child.
+
+    The runner worker/plan.py gives OnnxMapping (`MappingRunner`): called with rows, it answers
+    the model's first output as flat float32 rows, exactly as an in-process OnnxFunction would
+    (the child runs one, in the same chunks). The parent has already checked the model with
+    onnx; the child checks it again before onnxruntime sees it."""
+
+    role = kind = "mapping"
+
+    def __init__(self, path: Path, limits: SandboxLimits) -> None:
+        super().__init__(path, limits)
+        self.input_shape: tuple[int, ...] = tuple(int(d) for d in self.meta["input_shape"])
+        self.output_size: int = int(self.meta["output_size"])
+        self.fixed_batch: int | None = self.meta["fixed_batch"]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:
+            return np.zeros((0, self.output_size), np.float32)
+        outputs = []
+        for part in self._split(x, self.fixed_batch or ONNX_CHUNK_ROWS):
+            out = self._request({"op": "run"}, part)
+            if out.shape != (len(part), self.output_size) or out.dtype != np.float32:
+                raise TeacherCrashed(f"the mapping's process answered an array shaped {out.shape}")
+            outputs.append(out)
+        return np.concatenate(outputs)

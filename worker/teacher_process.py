@@ -1,13 +1,17 @@
-"""`python -m worker.teacher_process`: one teacher, loaded and run in a confined process.
+"""`python -m worker.teacher_process`: one uploaded model, loaded and run in a confined process.
 
-The worker (worker/sandbox.py) starts it once per teacher per job and talks to it over two
-pipes. Each message is a length-prefixed JSON header followed by the arrays it announces, each
-a length-prefixed .npy payload read back with allow_pickle=False: nothing crosses the boundary
-as a pickle, in either direction.
+With `--kind=teacher` (the default) the model is a teacher; with `--kind=mapping` it is a
+cross-domain job's ONNX mapping, loaded as a raw ONNX function (worker/engine/crossdomain.py
+`OnnxFunction`). The worker (worker/sandbox.py) starts it once per model per job and talks to
+it over two pipes. Each message is a length-prefixed JSON header followed by the arrays it
+announces, each a length-prefixed .npy payload read back with allow_pickle=False: nothing
+crosses the boundary as a pickle, in either direction.
 
-Requests: {"op": "logits" | "hint" | "latency" | "network" | "close", ...}. Replies:
-{"ok": true, ...} with the result arrays, or {"ok": false, "kind": "memory" | "rejected" |
-"error", "message": ...}. The first reply, unasked, says whether the teacher loaded."""
+Requests: {"op": "logits" | "hint" | "latency" | "network" | "close", ...} to a teacher,
+{"op": "run" | "network" | "close"} to a mapping ("run": the model's first output for the rows
+sent, as flat float32 rows). Replies: {"ok": true, ...} with the result arrays, or {"ok": false,
+"kind": "memory" | "rejected" | "error", "message": ...}. The first reply, unasked, says whether
+the model loaded and what it is ("meta")."""
 
 from __future__ import annotations
 
@@ -138,11 +142,12 @@ def read_message(
 
 
 def error_reply(exc: BaseException) -> dict[str, Any]:
+    from worker.engine.crossdomain import MappingRejected
     from worker.engine.teachers import TeacherRejected
 
     if is_memory_error(exc):
         kind = "memory"
-    elif isinstance(exc, TeacherRejected):
+    elif isinstance(exc, (TeacherRejected, MappingRejected)):
         kind = "rejected"
     else:
         kind = "error"
@@ -195,15 +200,49 @@ def _answer(teacher: Any, header: dict[str, Any], arrays: list[np.ndarray]) -> A
     return {"ok": False, "kind": "error", "message": f"unknown request {op!r}"}, []
 
 
-def serve(path: Path, read_fd: int, write_fd: int, max_bytes: int, sandbox: str) -> int:
-    try:
-        from worker.engine.teachers import load_teacher
+def _answer_mapping(function: Any, header: dict[str, Any], arrays: list[np.ndarray]) -> Any:
+    op = header.get("op")
+    if op == "run":
+        return {"ok": True}, [function(arrays[0])]
+    if op == "network":
+        return {"ok": True, "result": probe_network(str(header["host"]), int(header["port"]))}, []
+    return {"ok": False, "kind": "error", "message": f"unknown request {op!r}"}, []
 
-        teacher = load_teacher(path)
+
+def _load(path: Path, kind: str) -> tuple[Any, dict[str, Any], Any]:
+    """The model, what the parent is told about it, and the function that answers requests."""
+    if kind == "mapping":
+        from worker.engine.crossdomain import MappingRejected, OnnxFunction
+
+        try:
+            function = OnnxFunction(path)
+        except MappingRejected:
+            raise
+        except Exception as exc:
+            if is_memory_error(exc):
+                raise
+            raise MappingRejected(f"onnxruntime cannot load the mapping: {exc}"[:400]) from exc
+        meta = {
+            "input_shape": list(function.input_shape),
+            "output_size": function.output_size,
+            "fixed_batch": function.fixed_batch,
+        }
+        return function, meta, _answer_mapping
+    from worker.engine.teachers import load_teacher
+
+    teacher = load_teacher(path)
+    return teacher, _metadata(teacher), _answer
+
+
+def serve(
+    path: Path, read_fd: int, write_fd: int, max_bytes: int, sandbox: str, kind: str = "teacher"
+) -> int:
+    try:
+        model, meta, answer = _load(path, kind)
     except Exception as exc:  # every failure to load is reported, then the process exits
         write_message(write_fd, error_reply(exc))
         return 0
-    write_message(write_fd, {"ok": True, "meta": _metadata(teacher), "sandbox": sandbox})
+    write_message(write_fd, {"ok": True, "meta": meta, "sandbox": sandbox})
     while True:
         try:
             header, arrays = read_message(read_fd, max_bytes)
@@ -212,7 +251,7 @@ def serve(path: Path, read_fd: int, write_fd: int, max_bytes: int, sandbox: str)
         if header.get("op") == "close":
             return 0
         try:
-            reply, outputs = _answer(teacher, header, arrays)
+            reply, outputs = answer(model, header, arrays)
         except Exception as exc:  # MemoryError included: the job hears why, we stay up
             reply, outputs = error_reply(exc), []
         write_message(write_fd, reply, outputs)
@@ -221,6 +260,7 @@ def serve(path: Path, read_fd: int, write_fd: int, max_bytes: int, sandbox: str)
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker.teacher_process")
     parser.add_argument("path", type=Path)
+    parser.add_argument("--kind", choices=["teacher", "mapping"], default="teacher")
     parser.add_argument("--read-fd", type=int, required=True)
     parser.add_argument("--write-fd", type=int, required=True)
     parser.add_argument("--memory-bytes", type=int, required=True)
@@ -231,12 +271,18 @@ def main(argv: list[str]) -> int:
     try:
         applied = confine(args.memory_bytes, args.cpu_seconds, args.network, args.parent_pid)
     except (ConfinementFailed, OSError) as exc:
-        reply = {"ok": False, "kind": "sandbox", "message": f"cannot confine the teacher: {exc}"}
+        reply = {
+            "ok": False,
+            "kind": "sandbox",
+            "message": f"cannot confine the {args.kind}: {exc}",
+        }
         write_message(args.write_fd, reply)
         return 3
     # Native libraries may print to fd 1: it goes where stderr goes, never into a pipe.
     os.dup2(2, 1)
-    return serve(args.path, args.read_fd, args.write_fd, args.memory_bytes, applied.network)
+    return serve(
+        args.path, args.read_fd, args.write_fd, args.memory_bytes, applied.network, args.kind
+    )
 
 
 if __name__ == "__main__":

@@ -131,3 +131,28 @@ def spinning_onnx(path: Path, shape: tuple[int, ...] = (1, 8, 8), classes: int =
         helper.make_node("Add", ["scores", "total"], ["logits"]),
     ]
     return _model(path, nodes, inits + _weights(shape, classes), shape, classes)
+
+
+def mapping_onnx(path: Path, features: int = 64) -> Path:
+    """A mapping phi: [batch, features] -> tanh(x W + b) as [batch, features] (dynamic batch)."""
+    rng = np.random.default_rng(1)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((features, features)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal(features).astype(np.float32), "b"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["xw"]),
+        helper.make_node("Add", ["xw", "b"], ["pre"]),
+        helper.make_node("Tanh", ["pre"], ["mapped"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mapping",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info("mapped", TensorProto.FLOAT, ["batch", features])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

@@ -9,17 +9,22 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from tests.worker.hostile import hungry_onnx, mlp_onnx, spinning_onnx
+from tests.worker.hostile import hungry_onnx, mapping_onnx, mlp_onnx, spinning_onnx
+from worker.engine.crossdomain import MappedTeacher, MappingRejected, OnnxFunction, OnnxMapping
 from worker.engine.teachers import TeacherRejected, load_teacher
 from worker.sandbox import (
+    MAX_REQUEST_BYTES,
+    SandboxedMapping,
     SandboxedTeacher,
+    SandboxError,
     SandboxLimits,
     TeacherCrashed,
     TeacherResourceExceeded,
@@ -218,3 +223,97 @@ def test_the_child_dies_with_its_parent(onnx_file: Path) -> None:
     finally:
         parent.kill()
         parent.wait()
+
+
+def _sandboxed(limits: SandboxLimits) -> Callable[[Path], SandboxedMapping]:
+    return lambda path: SandboxedMapping(path, limits)
+
+
+def test_an_onnx_mapping_runs_in_a_confined_child_and_equals_in_process(
+    tmp_path: Path, listener: int
+) -> None:
+    path = mapping_onnx(tmp_path / "mapping.onnx")
+    local = OnnxMapping(path, output_shape=(1, 8, 8))
+    mapping = OnnxMapping(path, output_shape=(1, 8, 8), runner=_sandboxed(LIMITS))
+    child = mapping.run
+    assert isinstance(local.run, OnnxFunction) and isinstance(child, SandboxedMapping)
+    assert child.pid != os.getpid() and _alive(child.pid)
+    assert (mapping.input_shape, mapping.output_shape) == ((64,), (1, 8, 8))
+    assert child.input_shape == (64,) and child.output_size == 64
+    # Same fingerprint (cached teacher outputs), same report, whichever process runs it.
+    assert mapping.fingerprint == local.fingerprint and mapping.describe() == local.describe()
+    # More rows than one request carries (32 MiB), so the answer comes back in parts.
+    x = np.random.default_rng(2).standard_normal((140_000, 64)).astype(np.float32)
+    assert x.nbytes > MAX_REQUEST_BYTES
+    out = mapping(x)
+    assert out.shape == (140_000, 1, 8, 8) and out.dtype == np.float32
+    assert np.array_equal(out, local(x))
+    assert np.array_equal(mapping(x[:5], 7), local(x[:5], 7))
+    assert child(x[:0]).shape == (0, 64)
+    # The child is confined like a teacher's.
+    assert child.check_network("127.0.0.1", listener) != "connected"
+    assert _limit(child.pid, "Max address space") == (str(2 * GIB), str(2 * GIB))
+    assert _limit(child.pid, "Max cpu time") == ("60", "65")
+    assert "CapEff:\t0000000000000000" in Path(f"/proc/{child.pid}/status").read_text()
+    # Dropping the mapping ends its process.
+    pid = child.pid
+    del mapping, child
+    assert not _alive(pid)
+
+
+def test_a_hostile_mapping_fails_with_a_typed_error_and_the_parent_goes_on(
+    tmp_path: Path,
+) -> None:
+    """The memory hog of the teacher tests, uploaded as a mapping: (1, 8, 8) rows -> 10 values."""
+    path = hungry_onnx(tmp_path / "hungry.onnx", floats_per_row=2**24)
+    limits = SandboxLimits(memory_bytes=3 * GIB // 2, cpu_seconds=60)
+    mapping = OnnxMapping(path, output_shape=(10,), runner=_sandboxed(limits))
+    teacher = MappedTeacher(load_teacher(mlp_onnx(tmp_path / "t.onnx", shape=(10,))), mapping)
+    x = np.zeros((64, 1, 8, 8), np.float32)
+    started = time.monotonic()
+    with pytest.raises(TeacherResourceExceeded, match="the mapping needed more memory than") as e:
+        teacher.logits(x)
+    assert isinstance(e.value, SandboxError) and e.value.code == "teacher_resource_limit"
+    assert time.monotonic() - started < 10
+    assert teacher.logits(x[:8]).shape == (8, 10)  # the child is still usable, and we go on
+    assert np.array_equal(mapping(x[:8]), OnnxMapping(path, output_shape=(10,))(x[:8]))
+
+
+def test_a_mapping_child_that_dies_is_a_typed_crash(tmp_path: Path) -> None:
+    path = mapping_onnx(tmp_path / "mapping.onnx")
+    mapping = OnnxMapping(path, runner=_sandboxed(LIMITS))
+    child = mapping.run
+    assert isinstance(child, SandboxedMapping)
+    os.kill(child.pid, signal.SIGSEGV)
+    with pytest.raises(TeacherCrashed, match="the mapping's process died while running.*SIGSEGV"):
+        mapping(np.zeros((4, 64), np.float32))
+    with pytest.raises(TeacherCrashed):
+        mapping(np.zeros((4, 64), np.float32))
+
+
+def test_a_mapping_that_is_no_onnx_model_is_rejected_in_either_process(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.onnx"
+    path.write_bytes(os.urandom(3000))
+    with pytest.raises(MappingRejected, match="not a valid ONNX"):
+        OnnxMapping(path, runner=_sandboxed(LIMITS))
+    with pytest.raises(MappingRejected, match="not a valid ONNX"):
+        SandboxedMapping(path, LIMITS)  # the child checks it again before onnxruntime runs
+
+
+def test_the_worker_builds_onnx_mappings_that_run_in_the_sandbox(tmp_path: Path) -> None:
+    from worker.plan import JobInputError, build_mapping, cross_domain_teachers
+
+    path = mapping_onnx(tmp_path / "mapping.onnx")
+    teacher = load_teacher(mlp_onnx(tmp_path / "t.onnx"))
+    splits: Any = None  # not read for an ONNX mapping
+    mapping = build_mapping({"phi": "onnx"}, teacher, splits, {"mapping": path})
+    assert isinstance(mapping, OnnxMapping) and isinstance(mapping.run, SandboxedMapping)
+    assert mapping.run.pid != os.getpid()
+    x = np.random.default_rng(3).standard_normal((300, 64)).astype(np.float32)
+    assert np.array_equal(mapping(x), OnnxMapping(path, output_shape=(1, 8, 8))(x))
+    wrong = load_teacher(mlp_onnx(tmp_path / "wrong.onnx", shape=(7,)))
+    with pytest.raises(JobInputError, match="teacher takes") as e:
+        cross_domain_teachers(
+            {"cross_domain": {"phi": "onnx"}}, wrong, [wrong], splits, {"mapping": path}
+        )
+    assert e.value.code == "mapping_invalid"

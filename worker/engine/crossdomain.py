@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -164,54 +166,126 @@ def _static_shape(value: Any, what: str) -> tuple[int | None, tuple[int, ...]]:
     return batch, tuple(int(d.dim_value) for d in dims[1:])
 
 
-class OnnxMapping:
-    """A mapping uploaded as an ONNX model: parsed with onnx, run with onnxruntime, never
-    unpickled. Its first output, flat or shaped, is reshaped to the teacher's input shape."""
+# Rows per onnxruntime call (a model with a fixed batch size gets chunks of that size).
+ONNX_CHUNK_ROWS = 1024
 
-    kind = "onnx"
 
-    def __init__(self, path: Path, output_shape: tuple[int, ...] | None = None) -> None:
-        import onnx
+@dataclass(frozen=True)
+class OnnxGraph:
+    """What reading an uploaded mapping found: the model, checked, and its one input/output."""
+
+    model: Any  # onnx.ModelProto
+    input_name: str
+    input_shape: tuple[int, ...]
+    fixed_batch: int | None
+    output_name: str
+    produced: tuple[int, ...]
+
+
+def read_onnx_mapping(path: Path) -> OnnxGraph:
+    """Parse and check an uploaded mapping with onnx (nothing runs, nothing is unpickled):
+    a valid model, weights in the one file, one float32 input, static row shapes."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise MappingRejected(f"the mapping is not a valid ONNX model: {exc}"[:400]) from exc
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        raise MappingRejected("the mapping keeps weights in external files; export one file")
+    weights = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    if len(inputs) != 1 or inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        raise MappingRejected("a mapping takes exactly one float32 tensor")
+    fixed_batch, input_shape = _static_shape(inputs[0], "input")
+    _, produced = _static_shape(model.graph.output[0], "output")
+    return OnnxGraph(
+        model, inputs[0].name, input_shape, fixed_batch, model.graph.output[0].name, produced
+    )
+
+
+class OnnxFunction:
+    """A mapping's model in onnxruntime in this process: rows (N, *input_shape) in, its first
+    output out as flat float32 rows (N, prod(output)), run in chunks of ONNX_CHUNK_ROWS.
+
+    The worker never builds one itself: it runs inside the confined child of
+    worker/sandbox.py (`SandboxedMapping`), which OnnxMapping is handed as its runner."""
+
+    def __init__(self, path: Path, graph: OnnxGraph | None = None) -> None:
         import onnxruntime as ort
 
-        from worker.engine.logit_cache import file_fingerprint
-
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-            onnx.checker.check_model(model)
-        except Exception as exc:
-            raise MappingRejected(f"the mapping is not a valid ONNX model: {exc}"[:400]) from exc
-        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
-            raise MappingRejected("the mapping keeps weights in external files; export one file")
-        weights = {t.name for t in model.graph.initializer}
-        inputs = [i for i in model.graph.input if i.name not in weights]
-        if len(inputs) != 1 or inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            raise MappingRejected("a mapping takes exactly one float32 tensor")
-        self.fixed_batch, self.input_shape = _static_shape(inputs[0], "input")
-        self.input_name = inputs[0].name
-        self.output_name = model.graph.output[0].name
-        _, produced = _static_shape(model.graph.output[0], "output")
-        self.output_shape = tuple(output_shape) if output_shape else produced
-        if math.prod(produced) != math.prod(self.output_shape):
-            raise MappingRejected(
-                f"the mapping outputs rows shaped {list(produced)} but the teacher takes "
-                f"{list(self.output_shape)}"
-            )
-        self.parameters = int(sum(int(np.prod(t.dims)) for t in model.graph.initializer))
+        graph = graph or read_onnx_mapping(path)
+        self.input_name, self.output_name = graph.input_name, graph.output_name
+        self.fixed_batch = graph.fixed_batch
+        self.input_shape, self.output_size = graph.input_shape, math.prod(graph.produced)
         self.session = ort.InferenceSession(
-            model.SerializeToString(), providers=["CPUExecutionProvider"]
+            graph.model.SerializeToString(), providers=["CPUExecutionProvider"]
         )
-        self.sha256 = file_fingerprint(path)
-        self.fingerprint = _print(self.kind, {"sha256": self.sha256, "shape": self.output_shape})
 
-    def __call__(self, x: np.ndarray, first_row: int = 0) -> np.ndarray:
+    def __call__(self, x: np.ndarray) -> np.ndarray:
         from worker.engine.teachers import run_in_chunks
 
         def run(part: np.ndarray) -> np.ndarray:
             out = self.session.run([self.output_name], {self.input_name: part})[0]
             return np.asarray(out, dtype=np.float32).reshape(len(part), -1)
 
-        flat = run_in_chunks(run, np.asarray(x, dtype=np.float32), 1024, self.fixed_batch)
+        x = np.asarray(x, dtype=np.float32)
+        if len(x) == 0:
+            return np.zeros((0, self.output_size), np.float32)
+        return run_in_chunks(run, x, ONNX_CHUNK_ROWS, self.fixed_batch)
+
+
+# path -> a function of rows returning the model's first output as flat rows (OnnxFunction's
+# contract). The worker passes one that runs the model in a confined child process.
+MappingRunner = Callable[[Path], Callable[[np.ndarray], np.ndarray]]
+
+
+class OnnxMapping:
+    """A mapping uploaded as an ONNX model: parsed and checked with onnx here, run with
+    onnxruntime by `runner`, never unpickled. Its first output, flat or shaped, is reshaped to
+    the teacher's input shape.
+
+    `runner` builds the function that runs the model; the worker (worker/plan.py) passes one
+    that runs it in a confined child process (worker/sandbox.py), so a hostile or enormous
+    mapping fails its own job only. Without one it runs in this process (engine use, tests)."""
+
+    kind = "onnx"
+
+    def __init__(
+        self,
+        path: Path,
+        output_shape: tuple[int, ...] | None = None,
+        runner: MappingRunner | None = None,
+    ) -> None:
+        from worker.engine.logit_cache import file_fingerprint
+
+        graph = read_onnx_mapping(path)
+        self.fixed_batch, self.input_shape = graph.fixed_batch, graph.input_shape
+        self.input_name, self.output_name = graph.input_name, graph.output_name
+        produced = graph.produced
+        self.output_shape = tuple(output_shape) if output_shape else produced
+        if math.prod(produced) != math.prod(self.output_shape):
+            raise MappingRejected(
+                f"the mapping outputs rows shaped {list(produced)} but the teacher takes "
+                f"{list(self.output_shape)}"
+            )
+        self.parameters = int(sum(int(np.prod(t.dims)) for t in graph.model.graph.initializer))
+        self.sha256 = file_fingerprint(path)
+        self.fingerprint = _print(self.kind, {"sha256": self.sha256, "shape": self.output_shape})
+        self.run: Callable[[np.ndarray], np.ndarray] = (
+            runner(Path(path)) if runner is not None else OnnxFunction(Path(path), graph)
+        )
+
+    def __call__(self, x: np.ndarray, first_row: int = 0) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        flat = self.run(x)
+        size = math.prod(self.output_shape)
+        if flat.shape != (len(x), size):
+            raise MappingRejected(
+                f"the mapping answered rows shaped {list(flat.shape[1:])} for {len(x)} rows, "
+                f"not {size} values per row"
+            )
         return flat.reshape(len(x), *self.output_shape)
 
     def describe(self) -> dict[str, Any]:
