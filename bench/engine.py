@@ -1,6 +1,6 @@
 """Speed of the engine's training epoch against plain PyTorch loops, in one process.
 
-    .venv/bin/python bench/engine.py [--rows 30000] [--epochs 3]
+    .venv/bin/python bench/engine.py [--rows 30000] [--epochs 5] [--rounds 6]
 
 (a) a minimal hand-written KD loop over teacher logits computed once, and (b) the naive loop
 that runs the teacher on every batch. Same data, student, teacher (about 10x the student's
@@ -14,6 +14,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=30_000)
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=6, help="turns each loop takes")
     args = parser.parse_args()
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
@@ -139,23 +141,40 @@ def main() -> None:
             TrainingSpec(epochs=args.epochs, batch_size=BATCH, learning_rate=LR),
             baseline=False,
         )
-        outcome = distill(config, teacher, Splits(ArraySplit(x_np, y_np), held, held))
-    engine = [r.seconds for r in outcome.history]
-    with torch.no_grad():
-        started = time.perf_counter()
-        logits = teacher_model(x)
-        logits_seconds = time.perf_counter() - started
-    precomputed = loop_precomputed(x, y, logits, args.epochs)
-    naive = loop_naive(x, y, teacher_model, args.epochs)
+        with torch.no_grad():
+            started = time.perf_counter()
+            logits = teacher_model(x)
+            logits_seconds = time.perf_counter() - started
 
-    def med(v: list[float]) -> float:  # the first epoch warms caches up: leave it out
-        return statistics.median(v[1:] if len(v) > 1 else v)
+        def run_engine() -> list[float]:
+            outcome = distill(config, teacher, Splits(ArraySplit(x_np, y_np), held, held))
+            return [r.seconds for r in outcome.history]
+
+        runs: dict[str, Callable[[], list[float]]] = {
+            "engine": run_engine,
+            "a": lambda: loop_precomputed(x, y, logits, args.epochs),
+            "b": lambda: loop_naive(x, y, teacher_model, args.epochs),
+        }
+        # The three loops take turns, round after round, in a rotating order, so that a
+        # slow spell of a shared machine falls on all of them alike. The first epoch of
+        # every run warms caches up and is left out.
+        epochs: dict[str, list[float]] = {name: [] for name in runs}
+        names = list(runs)
+        for round_ in range(args.rounds):
+            for name in names[round_ % 3 :] + names[: round_ % 3]:
+                times = runs[name]()
+                epochs[name] += times[1:] if len(times) > 1 else times
+    engine, precomputed, naive = epochs["engine"], epochs["a"], epochs["b"]
+
+    def med(v: list[float]) -> float:
+        return statistics.median(v)
 
     student_params = sum(p.numel() for p in student().parameters())
     teacher_params = sum(p.numel() for p in teacher_model.parameters())
     print(
-        f"rows {args.rows:,} x {FEATURES}, batch {BATCH}, {args.epochs} epochs, "
-        f"{torch.get_num_threads()} threads"
+        f"rows {args.rows:,} x {FEATURES}, batch {BATCH}, {args.rounds} rounds of "
+        f"{args.epochs} epochs per loop, {torch.get_num_threads()} threads; medians of "
+        f"{len(engine)} epochs each"
     )
     print(
         f"student {student_params:,} parameters, teacher {teacher_params:,} "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from worker.engine.hooks import current_hooks, pack_state, unpack_state
 from worker.engine.logit_cache import LogitCache, teacher_logits
 from worker.engine.losses import UNLABELED, kd_loss_rows
 from worker.engine.students import (
+    Standardize,
     build_student,
     count_parameters,
     default_device,
@@ -85,6 +86,9 @@ class _TrainingRows:
     labels: torch.Tensor | None  # UNLABELED for transfer rows; None: no hard term
     is_transfer: torch.Tensor  # 1.0 on transfer rows, for reporting the soft term by source
     labeled_rows: int
+    # x went through the student's Standardize layer once, up front: the training steps run
+    # the layers after it, with no per-batch normalization a plain loop would not have.
+    standardized: bool = False
 
 
 def jitter(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
@@ -127,11 +131,11 @@ def _fit(
     shifts = torch.Generator(device="cpu").manual_seed(hp.seed + 1)
     n = len(rows.x)
     transfer_rows = n - rows.labeled_rows
-    zero = torch.zeros((), device=device)
     val_x, val_y, teacher_val = validation
     history: list[EpochRecord] = []
     # The cnn student always normalizes, whatever spec.batch_norm says: ask the model.
     has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in student.modules())
+    stepped = _after_standardize(student) if rows.standardized else student
     hooks = current_hooks()
     run = hooks.next_run()
     step_check = hooks.on_step
@@ -154,7 +158,10 @@ def _fit(
         order = torch.randperm(n, generator=shuffle).to(device)
         stop = config.method.kd_stop_epoch
         epoch_alpha = 1.0 if stop is not None and epoch > stop else alpha
-        sums = torch.zeros(4, device=device)
+        # Detached per-step terms, summed once at the end of the epoch: no per-step reductions.
+        step_terms: list[tuple[torch.Tensor, torch.Tensor]] = []
+        step_sizes: list[int] = []
+        transfer_terms: list[torch.Tensor] = []
         for start in range(0, n, hp.batch_size):
             idx = order[start : start + hp.batch_size]
             if len(idx) < 2 and n > 1 and has_batch_norm:
@@ -168,7 +175,7 @@ def _fit(
                     targets = torch.as_tensor(
                         teacher_on_batch(inputs.cpu().numpy()), dtype=torch.float32, device=device
                     )
-            out = student(inputs)
+            out = stepped(inputs)
             labels = rows.labels[idx] if rows.labels is not None else None
             loss, soft_rows = kd_loss_rows(
                 out,
@@ -181,19 +188,12 @@ def _fit(
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             optimizer.step()
-            size = len(idx)
-            soft_transfer = (
-                (soft_rows.detach() * rows.is_transfer[idx]).sum() if transfer_rows else zero
-            )
-            sums += torch.stack(
-                [
-                    loss.total.detach() * size,
-                    loss.hard.detach() * size,
-                    loss.soft.detach() * size,
-                    soft_transfer,
-                ]
-            )
-        total, hard, soft, soft_transfer_sum = sums.tolist()
+            step_terms.append((loss.hard.detach(), loss.soft.detach()))
+            step_sizes.append(len(idx))
+            if transfer_rows:
+                transfer_terms.append((soft_rows.detach() * rows.is_transfer[idx]).sum())
+        hard, soft, soft_transfer_sum = _epoch_sums(step_terms, step_sizes, transfer_terms)
+        total = epoch_alpha * hard + (1.0 - epoch_alpha) * soft
         val_logits = predict_logits(student, val_x, device=device)
         val_acc = accuracy(val_logits, val_y)
         if val_acc is None and len(val_logits):
@@ -230,6 +230,38 @@ def _fit(
         if on_epoch is not None:
             on_epoch(record)
     return history
+
+
+def _epoch_sums(
+    terms: list[tuple[torch.Tensor, torch.Tensor]],
+    sizes: list[int],
+    transfer: list[torch.Tensor],
+) -> tuple[float, float, float]:
+    """Row-weighted sums of an epoch's hard and soft terms, and the soft term's sum over
+    transfer rows."""
+    if not terms:
+        return 0.0, 0.0, 0.0
+    stacked = torch.stack([torch.stack(pair) for pair in terms])
+    weights = torch.tensor(sizes, dtype=stacked.dtype, device=stacked.device)
+    hard, soft = (stacked * weights[:, None]).sum(0).tolist()
+    transfer_sum = float(torch.stack(transfer).sum()) if transfer else 0.0
+    return hard, soft, transfer_sum
+
+
+def _after_standardize(student: nn.Module) -> nn.Module:
+    """The layers after a student's leading Standardize, for rows standardized up front."""
+    if not (
+        isinstance(student, nn.Sequential)
+        and len(student) == 2
+        and isinstance(student[0], Standardize)
+    ):
+        raise ValueError("rows were standardized up front for a student that does not standardize")
+    return student[1]
+
+
+def _standardized(student: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return student[0](x)
 
 
 def gap_closed(student: float | None, scratch: float | None, teacher: float | None) -> float | None:
@@ -303,6 +335,9 @@ def distill(
     student = build_student(
         config.student, teacher.input_shape, teacher.num_classes, standardization
     ).to(run_on)
+    if standardization is not None and not config.training.jitter_pixels:
+        # Jitter shifts raw images (zero fill), so it keeps the per-batch layer.
+        rows = replace(rows, x=_standardized(student, x), standardized=True)
     hint_report = None
     if method.hint_output is not None:
         stage("hints")
@@ -335,11 +370,12 @@ def distill(
         stage("baseline")
         # Same student, rows, budget and seed; hard labels only, so no transfer rows.
         scratch_rows = _TrainingRows(
-            x=x[:labeled_rows],
+            x=rows.x[:labeled_rows],
             targets=rows.targets[:labeled_rows],
             labels=train_labels,
             is_transfer=is_transfer[:labeled_rows],
             labeled_rows=labeled_rows,
+            standardized=rows.standardized,
         )
         torch.manual_seed(config.training.seed)
         scratch = build_student(
