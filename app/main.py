@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,7 +19,7 @@ from app.errors import (
     problem_response,
 )
 from app.observability import MetricsMiddleware, configure_logging, readiness, registry
-from app.ratelimit import RateLimitMiddleware
+from app.ratelimit import RateLimitMiddleware, make_limiter
 from app.settings import get_settings
 from app.uploads import UploadLimitMiddleware
 
@@ -48,8 +49,14 @@ def create_app() -> FastAPI:
     # Outside the upload limit, so a client over its rate is refused before its body is read.
     api.add_middleware(
         RateLimitMiddleware,
-        per_second=settings.rate_limit_per_second,
-        burst=settings.rate_limit_burst,
+        limiter=make_limiter(
+            settings.rate_limit_per_second,
+            settings.rate_limit_burst,
+            settings.broker_url,
+            # One deployment, one database: its API processes share buckets; another
+            # deployment on the same Redis does not.
+            hashlib.sha256(settings.resolved_database_url.encode()).hexdigest()[:16],
+        ),
     )
     api.add_middleware(MetricsMiddleware)
     install_error_handlers(api)

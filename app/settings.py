@@ -95,7 +95,8 @@ class Settings(BaseSettings):
         default=50.0,
         ge=0,
         description="Requests per second each API key (or anonymous client address) may make, "
-        "on average; more get 429 with Retry-After. 0 turns rate limiting off.",
+        "on average, across all API processes when the broker is Redis (the buckets live "
+        "there); more get 429 with Retry-After. 0 turns rate limiting off.",
     )
     rate_limit_burst: int = Field(
         default=200, ge=1, description="Requests a key may make at once before the rate applies."

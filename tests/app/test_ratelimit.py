@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import httpx
 
-from app.ratelimit import TokenBuckets
+from app.ratelimit import RedisLimiter, TokenBuckets
 from tests.app.live import create_key, extra_api
-from tests.conftest import Service
+from tests.conftest import Service, free_port
 
 
 def test_token_bucket_refills_at_the_rate() -> None:
@@ -54,3 +55,44 @@ def test_429_with_retry_after_per_key(production_service: Service, tmp_path: Pat
             assert client.get("/v1/jobs", headers=first).status_code == 200
     finally:
         service.stop()
+
+
+def test_api_processes_of_one_deployment_share_the_buckets(
+    production_service: Service, tmp_path: Path
+) -> None:
+    """Two API processes on the same database and Redis: a key's burst is spent across both,
+    so adding API processes does not multiply what a key may do."""
+    limits = {"DISTILLERY_RATE_LIMIT_PER_SECOND": "0.2", "DISTILLERY_RATE_LIMIT_BURST": "6"}
+    one = extra_api(production_service, tmp_path, **limits)
+    two = extra_api(production_service, tmp_path, **limits)
+    key = {"Authorization": f"Bearer {create_key(production_service, 'rl-shared')}"}
+    try:
+        with (
+            httpx.Client(base_url=one.base_url, timeout=30) as a,
+            httpx.Client(base_url=two.base_url, timeout=30) as b,
+        ):
+            codes = [client.get("/v1/jobs", headers=key).status_code for client in (a, b) * 3]
+            assert codes == [200] * 6
+            assert a.get("/v1/jobs", headers=key).status_code == 429
+            refused = b.get("/v1/jobs", headers=key)
+            assert refused.status_code == 429
+            assert refused.json()["code"] == "rate_limited"
+            assert 1 <= int(refused.headers["Retry-After"]) <= 5
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_redis_unreachable_falls_back_to_buckets_of_the_process() -> None:
+    """Nothing listens on the port: every take still answers (no exception, no 5xx), and the
+    process enforces the limit on its own meanwhile."""
+    limiter = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0", "test", 1.0, 2)
+
+    async def takes() -> list[float]:
+        return [await limiter.take("k") for _ in range(3)]
+
+    started = time.monotonic()
+    waits = asyncio.run(takes())
+    assert waits[:2] == [0.0, 0.0] and waits[2] > 0.0
+    assert limiter.down_until > started  # Redis is retried later, not on every request
+    assert time.monotonic() - started < 2.0
