@@ -89,4 +89,3 @@ def test_what_schemathesis_found_is_a_422(api_under_fuzz: Service, url: str) -> 
     r = api_under_fuzz.client.get(url)
     assert r.status_code == 422, r.text
     assert r.headers["content-type"] == "application/problem+json"
-

@@ -260,8 +260,12 @@ def _after_standardize(student: nn.Module) -> nn.Module:
 
 
 def _standardized(student: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """x through the student's leading Standardize, once."""
+    _after_standardize(student)  # checks the student's shape
+    assert isinstance(student, nn.Sequential)
     with torch.no_grad():
-        return student[0](x)
+        out: torch.Tensor = student[0](x)
+    return out
 
 
 def gap_closed(student: float | None, scratch: float | None, teacher: float | None) -> float | None:
