@@ -18,6 +18,7 @@ def _worker_command(settings: Settings, name: str) -> list[str]:
         sys.executable,
         "-m",
         "celery",
+        "--quiet",  # no banner: the worker's log is JSON lines only
         "-A",
         "worker.celery_app",
         "worker",

@@ -30,8 +30,17 @@ log = logging.getLogger(__name__)
 current_job: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
 
 
+# What every LogRecord has; anything else on a record came from `extra=` and is logged too.
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, job_id when there is one."""
+    """One JSON object per line: time, level, logger, message, job_id when there is one, and
+    the fields passed as `extra=`."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -43,6 +52,9 @@ class JsonFormatter(logging.Formatter):
         job_id = getattr(record, "job_id", None) or current_job.get()
         if job_id:
             entry["job_id"] = job_id
+        for key, value in vars(record).items():
+            if key not in _RECORD_FIELDS and key not in entry:
+                entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -54,10 +66,22 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # warnings.warn() from libraries: JSON lines too
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery"):
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+
+
+def adopt_library_logging(prefix: str = "torch") -> None:
+    """torch installs glog-style handlers of its own when imported: route its records through
+    the JSON handler instead (call after the import)."""
+    for name in list(logging.root.manager.loggerDict):
+        if name == prefix or name.startswith(prefix + "."):
+            logger = logging.getLogger(name)
+            if logger.handlers:
+                logger.handlers[:] = []
+            logger.propagate = True
 
 
 @contextmanager

@@ -264,9 +264,9 @@ class CrossDomainConfig(BaseModel):
     )
     latent_dim: int = Field(default=16, ge=1, le=1024)
     hidden: int = Field(default=256, ge=4, le=8192)
-    epochs: int = Field(default=40, ge=1, le=1000, description="vae: training epochs.")
+    epochs: int = Field(default=150, ge=1, le=1000, description="vae: training epochs.")
     learning_rate: float = Field(default=2e-3, gt=0.0, le=1.0)
-    beta: float = Field(default=1.0, ge=0.0, le=100.0, description="vae: weight of the KL.")
+    beta: float = Field(default=0.5, ge=0.0, le=100.0, description="vae: weight of the KL.")
 
     @field_validator("kernel_size")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -59,6 +60,16 @@ def test_metrics_logs_and_readiness(
     assert any(
         e.get("job_id") == job["id"] and e["message"] == "job succeeded" for e in worker_lines
     )
+    assert any(
+        e["message"] == "worker ready" and e["queue"] == service.env["DISTILLERY_QUEUE_NAME"]
+        for e in worker_lines
+    )
+    worker_log = service.logs[1].read_text()
+    assert "[tasks]" not in worker_log and "[queues]" not in worker_log, "no Celery banner"
+    assert not re.search(r"^[WIE]\d{4} ", worker_log, re.M), "torch's logs go through JSON too"
+    assert "SecurityWarning" not in "".join(
+        line for line in worker_log.splitlines() if not line.startswith("{")
+    ), "warnings are JSON lines"
 
 
 def test_readyz_names_what_is_down(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
@@ -12,6 +13,8 @@ from app.queue import get_celery
 from app.reaper import MaintenanceLoop
 from app.settings import get_settings
 
+# JSON logs from the start: Celery warns (e.g. about running as root) before setup_logging.
+configure_logging(get_settings().log_level)
 celery = get_celery()
 celery.conf.include = ["worker.tasks"]
 app = celery
@@ -27,7 +30,18 @@ _maintenance: list[MaintenanceLoop] = []
 
 
 @worker_ready.connect
-def _start_maintenance(**_: Any) -> None:
+def _start_maintenance(sender: Any = None, **_: Any) -> None:
+    # The worker runs with --quiet (Celery's banner is not a log line): say what it serves here.
+    settings = get_settings()
+    logging.getLogger("worker").info(
+        "worker ready",
+        extra={
+            "hostname": getattr(sender, "hostname", None),
+            "queue": settings.queue_name,
+            "concurrency": settings.worker_concurrency,
+            "broker": "filesystem" if settings.embedded_broker else "redis",
+        },
+    )
     # In the worker's parent process, beside the pool: publish the outbox, requeue jobs whose
     # worker died, resend messages a broker lost. Every worker runs one; they share by row locks.
     loop = MaintenanceLoop(get_settings())

@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import ROOT, Service, TeacherFiles
@@ -45,7 +46,9 @@ def test_dashboard_upload_submit_watch_download(
         page.set_input_files("#teacher-file", str(digits_teacher.onnx))
         page.set_input_files("#train-file", str(digits_files["train"]))
         page.fill("#hidden", "32")
-        page.fill("#epochs", "5")
+        page.fill("#epochs", "8")
+        page.select_option("#transfer", "mixup")
+        page.fill("#transfer-size", "5000")
         page.screenshot(path=str(SHOTS / "new-job.png"))
         page.click("#submit")
         page.wait_for_url("**/dashboard/job?id=job_*", timeout=60_000)
@@ -53,11 +56,14 @@ def test_dashboard_upload_submit_watch_download(
 
         expect(page.locator("#status .status")).to_have_text("succeeded", timeout=180_000)
         expect(page.locator("td.student-accuracy")).to_contain_text("%", timeout=10_000)
-        # 5 epochs of the distilled student and 5 of the scratch student, in both charts.
+        # 8 epochs of the distilled student and 8 of the scratch student, in both charts.
         for chart in ("accuracy-chart", "loss-chart"):
             page.wait_for_function(
-                f"Number(document.getElementById('{chart}').dataset.points || 0) == 10"
+                f"Number(document.getElementById('{chart}').dataset.points || 0) == 16"
             )
+        # The form's transfer set reached the job: 5,000 mixup rows labeled by the teacher.
+        job = httpx.get(f"{embedded_service.base_url}/v1/jobs/{job_id}", timeout=30).json()
+        assert job["metrics"]["transfer"]["sources"] == {"mixup": 5000}
         downloads = page.locator("#downloads a.download")
         expect(downloads).to_have_count(4)
         assert "student.onnx" in " ".join(downloads.all_inner_texts())

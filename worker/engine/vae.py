@@ -25,10 +25,10 @@ from worker.engine.crossdomain import MappingRejected
 class VaeSpec:
     latent_dim: int = 16
     hidden: int = 256
-    epochs: int = 40
+    epochs: int = 150
     batch_size: int = 128
     learning_rate: float = 2e-3
-    beta: float = 1.0  # weight of the KL term
+    beta: float = 0.5  # weight of the KL term
     seed: int = 0
 
 
