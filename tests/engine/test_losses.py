@@ -89,3 +89,26 @@ def test_two_row_example_by_hand() -> None:
     got = kd_loss(torch.tensor(z), torch.tensor(v), torch.tensor([0, 1]), 2.0, 0.5)
     assert got.total.item() == pytest.approx(want, rel=1e-9)
     assert got.soft.item() == pytest.approx(4 * kl, rel=1e-9)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
+def test_fused_batch_kl_equals_the_per_row_terms(alpha: float) -> None:
+    """The engine's fast path (one fused KL over the batch, no per-row terms) is the same
+    loss, value and gradient, as the per-row form it uses when transfer rows need reporting."""
+    torch.manual_seed(0)
+    student, teacher = torch.randn(32, 10), torch.randn(32, 10) * 3
+    labels = torch.randint(0, 10, (32,))
+    results = []
+    for per_row in (True, False):
+        logits = student.clone().requires_grad_()
+        loss, rows = kd_loss_rows(logits, teacher, labels, 4.0, alpha, False, per_row)
+        loss.total.backward()
+        assert (rows is None) == (not per_row)
+        assert logits.grad is not None
+        results.append((loss, logits.grad))
+    (per_row_loss, per_row_grad), (fused_loss, fused_grad) = results
+    for a, b in zip(per_row_loss, fused_loss, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(per_row_grad, fused_grad)
+    if alpha < 1:
+        assert float(fused_loss.soft) > 0

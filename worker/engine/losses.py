@@ -38,7 +38,8 @@ def kd_loss_rows(
     temperature: float,
     alpha: float,
     has_unlabeled: bool = True,
-) -> tuple[KDLoss, torch.Tensor]:
+    per_row: bool = True,
+) -> tuple[KDLoss, torch.Tensor | None]:
     """kd_loss, plus the per-row soft term (to report labeled and transfer rows apart).
 
     alpha * CE(y, z) + (1 - alpha) * T^2 * KL(p_T || q_T), KL averaged over the batch.
@@ -46,14 +47,23 @@ def kd_loss_rows(
     T^2 keeps the soft gradients' scale independent of T; the KL is a mean over rows
     ("batchmean"), not over elements, which would also divide by the number of classes.
     Rows labeled UNLABELED (transfer rows) count in the soft term only; a caller that knows
-    no row is unlabeled says so with has_unlabeled=False."""
+    no row is unlabeled says so with has_unlabeled=False. With per_row=False the soft term
+    is one fused KL over the batch and no per-row terms are returned (fewer ops per step)."""
+    soft_rows: torch.Tensor | None = None
     if alpha == 1:  # hard labels only (the scratch baseline): no need for the soft term
-        soft_rows = torch.zeros(len(student_logits), device=student_logits.device)
+        soft = torch.zeros((), device=student_logits.device)
+        if per_row:
+            soft_rows = torch.zeros(len(student_logits), device=student_logits.device)
     else:
         log_q = F.log_softmax(student_logits / temperature, dim=1)
         log_p = F.log_softmax(teacher_logits / temperature, dim=1)
-        soft_rows = (log_p.exp() * (log_p - log_q)).sum(dim=1) * temperature**2
-    soft = soft_rows.mean()
+        if per_row:
+            soft_rows = (log_p.exp() * (log_p - log_q)).sum(dim=1) * temperature**2
+            soft = soft_rows.mean()
+        else:
+            soft = (
+                F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * temperature**2
+            )
     if labels is None or alpha == 0:
         hard = torch.zeros((), device=student_logits.device)
     elif not has_unlabeled:  # every row labeled: the plain mean, fewer ops per step

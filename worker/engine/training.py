@@ -184,13 +184,14 @@ def _fit(
                 temperature,
                 epoch_alpha,
                 has_unlabeled=transfer_rows > 0,
+                per_row=transfer_rows > 0,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
             optimizer.step()
             step_terms.append((loss.hard.detach(), loss.soft.detach()))
             step_sizes.append(len(idx))
-            if transfer_rows:
+            if soft_rows is not None:
                 transfer_terms.append((soft_rows.detach() * rows.is_transfer[idx]).sum())
         hard, soft, soft_transfer_sum = _epoch_sums(step_terms, step_sizes, transfer_terms)
         total = epoch_alpha * hard + (1.0 - epoch_alpha) * soft
