@@ -149,10 +149,13 @@ def main() -> None:
 
         def after_engine_epoch(record: EpochRecord) -> None:
             # The loops take turns epoch by epoch, so that a slow spell of a shared machine
-            # falls on all three alike.
+            # falls on all three alike; (a) and (b) swap places every epoch, so that no loop
+            # always follows the same one (the naive loop's big teacher leaves the caches and
+            # the allocator in another state than the small student does).
             epochs["engine"].append(record.seconds)
-            for name, loop in loops.items():
-                epochs[name].append(loop.epoch())
+            order = ["a", "b"] if record.epoch % 2 else ["b", "a"]
+            for name in order:
+                epochs[name].append(loops[name].epoch())
 
         distill(
             config, teacher, Splits(ArraySplit(x_np, y_np), held, held), on_epoch=after_engine_epoch
