@@ -62,7 +62,7 @@ def test_api_processes_of_one_deployment_share_the_buckets(
 ) -> None:
     """Two API processes on the same database and Redis: a key's burst is spent across both,
     so adding API processes does not multiply what a key may do."""
-    limits = {"DISTILLERY_RATE_LIMIT_PER_SECOND": "0.2", "DISTILLERY_RATE_LIMIT_BURST": "6"}
+    limits = {"DISTILLERY_RATE_LIMIT_PER_SECOND": "0.05", "DISTILLERY_RATE_LIMIT_BURST": "6"}
     one = extra_api(production_service, tmp_path, **limits)
     two = extra_api(production_service, tmp_path, **limits)
     key = {"Authorization": f"Bearer {create_key(production_service, 'rl-shared')}"}
@@ -77,7 +77,7 @@ def test_api_processes_of_one_deployment_share_the_buckets(
             refused = b.get("/v1/jobs", headers=key)
             assert refused.status_code == 429
             assert refused.json()["code"] == "rate_limited"
-            assert 1 <= int(refused.headers["Retry-After"]) <= 5
+            assert 1 <= int(refused.headers["Retry-After"]) <= 20
     finally:
         one.stop()
         two.stop()
