@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
@@ -61,6 +62,12 @@ from worker.sandbox import SandboxedTeacher, SandboxError, SandboxLimits
 
 log = logging.getLogger(__name__)
 
+
+class ClaimFailed(Exception):
+    """The database could not be reached to claim the job (after the claim's own retries):
+    nothing was written, and the task may simply try again later."""
+
+
 ARTIFACT_TYPES = {
     "student.onnx": "application/octet-stream",
     "student.safetensors": "application/octet-stream",
@@ -77,7 +84,10 @@ def run_job(job_id: str) -> None:
 def _run(job_id: str) -> None:
     settings = get_settings()
     settings.ensure_dirs()
-    lease = Lease.claim(job_id)
+    try:
+        lease = Lease.claim(job_id)
+    except DBAPIError as exc:
+        raise ClaimFailed(f"could not claim {job_id}: {type(exc.orig).__name__}") from exc
     if lease is None:
         # A duplicate delivery, or a job that is running elsewhere, finished or cancelled.
         log.info("job %s is not queued any more; leaving it", job_id)

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from app.queue import RUN_JOB_TASK
 from worker.celery_app import celery
 
+log = logging.getLogger(__name__)
 
-@celery.task(name=RUN_JOB_TASK)
-def run_job(job_id: str) -> None:
+# A worker that cannot reach the database to claim its job sends the task again this much
+# later, for about five minutes; past that, the maintenance loop's republish takes over.
+CLAIM_RETRY_SECONDS = 5
+CLAIM_RETRIES = 60
+
+
+@celery.task(name=RUN_JOB_TASK, bind=True)
+def run_job(self: Any, job_id: str) -> None:
     # Imported here so the worker's parent process never loads torch (or touches CUDA).
     from app.observability import adopt_library_logging
+    from worker.runner import ClaimFailed
     from worker.runner import run_job as run
 
     adopt_library_logging("torch")
-    run(job_id)
+    try:
+        run(job_id)
+    except ClaimFailed as exc:
+        log.warning("%s; trying again in %d s", exc, CLAIM_RETRY_SECONDS)
+        raise self.retry(exc=exc, countdown=CLAIM_RETRY_SECONDS, max_retries=CLAIM_RETRIES) from exc

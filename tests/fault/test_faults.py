@@ -15,7 +15,7 @@ import httpx
 import psycopg
 
 from tests.conftest import PG_ADMIN, TeacherFiles
-from tests.fault.conftest import Cluster
+from tests.fault.conftest import Cluster, Gate
 
 SLOW = {"epochs": 40, "batch_size": 8}
 
@@ -158,6 +158,41 @@ def test_postgres_connections_terminated_during_a_job(
     assert killed >= 2
     done = _assert_succeeded_once(cluster, job["id"])
     assert done["attempts"] == 1  # it went on after reconnecting; nobody had to take over
+
+
+def test_database_unreachable_when_a_worker_takes_the_job(
+    cluster: Cluster, digits_teacher: TeacherFiles, digits_files: dict[str, Path]
+) -> None:
+    """The worker reaches Postgres through a gate that is shut when the job's message arrives:
+    its claim fails after its own retries, the task is sent again a few seconds later, and
+    once the database is back the job runs, once, long before a republish would resend it."""
+    ids = _ids(cluster, digits_teacher, digits_files)
+    db_url = cluster.env["DISTILLERY_DATABASE_URL"]
+    gate = Gate(target_port=int(db_url.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]))
+    gate.open()
+    host = db_url.split("@", 1)[1].split("/", 1)[0]
+    cluster.add_worker(
+        "a",
+        DISTILLERY_DATABASE_URL=db_url.replace(f"@{host}/", f"@127.0.0.1:{gate.port}/"),
+        DISTILLERY_REPUBLISH_AFTER_SECONDS="600",  # only the task's own retry can save it
+    )
+    log = cluster.api.logs[-1]
+    cluster.wait_for("the worker", lambda: "worker ready" in log.read_text(), timeout=120)
+    gate.shut()
+    try:
+        started = time.monotonic()
+        job = _submit(cluster, ids, training={"epochs": 2})  # the API's database is up
+        cluster.wait_for(
+            "a failed claim", lambda: "could not claim" in log.read_text(), timeout=120
+        )
+        assert cluster.api.client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
+    finally:
+        gate.open()
+    done = cluster.api.wait(job["id"], timeout=180)
+    assert done["status"] == "succeeded" and done["attempts"] == 1, (done["error"], log)
+    assert time.monotonic() - started < 300
+    states = [e["data"]["status"] for e in cluster.events(done["id"]) if e["type"] == "state"]
+    assert states == ["queued", "running", "succeeded"]
 
 
 def test_api_killed_between_commit_and_publish(

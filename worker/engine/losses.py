@@ -61,9 +61,7 @@ def kd_loss_rows(
             soft_rows = (log_p.exp() * (log_p - log_q)).sum(dim=1) * temperature**2
             soft = soft_rows.mean()
         else:
-            soft = (
-                F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * temperature**2
-            )
+            soft = F.kl_div(log_q, log_p, reduction="batchmean", log_target=True) * temperature**2
     if labels is None or alpha == 0:
         hard = torch.zeros((), device=student_logits.device)
     elif not has_unlabeled:  # every row labeled: the plain mean, fewer ops per step
