@@ -44,7 +44,7 @@ def _start_maintenance(sender: Any = None, **_: Any) -> None:
     )
     # In the worker's parent process, beside the pool: publish the outbox, requeue jobs whose
     # worker died, resend messages a broker lost. Every worker runs one; they share by row locks.
-    loop = MaintenanceLoop(get_settings())
+    loop = MaintenanceLoop(settings)
     loop.start()
     _maintenance.append(loop)
 

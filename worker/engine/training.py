@@ -135,7 +135,7 @@ def _fit(
     history: list[EpochRecord] = []
     # The cnn student always normalizes, whatever spec.batch_norm says: ask the model.
     has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in student.modules())
-    stepped = _after_standardize(student) if rows.standardized else student
+    stepped = _split_standardize(student)[1] if rows.standardized else student
     hooks = current_hooks()
     run = hooks.next_run()
     step_check = hooks.on_step
@@ -249,24 +249,15 @@ def _epoch_sums(
     return hard, soft, transfer_sum
 
 
-def _after_standardize(student: nn.Module) -> nn.Module:
-    """The layers after a student's leading Standardize, for rows standardized up front."""
+def _split_standardize(student: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """A standardizing student's two parts: its leading Standardize and the layers after it."""
     if not (
         isinstance(student, nn.Sequential)
         and len(student) == 2
         and isinstance(student[0], Standardize)
     ):
         raise ValueError("rows were standardized up front for a student that does not standardize")
-    return student[1]
-
-
-def _standardized(student: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """x through the student's leading Standardize, once."""
-    _after_standardize(student)  # checks the student's shape
-    assert isinstance(student, nn.Sequential)
-    with torch.no_grad():
-        out: torch.Tensor = student[0](x)
-    return out
+    return student[0], student[1]
 
 
 def gap_closed(student: float | None, scratch: float | None, teacher: float | None) -> float | None:
@@ -340,9 +331,6 @@ def distill(
     student = build_student(
         config.student, teacher.input_shape, teacher.num_classes, standardization
     ).to(run_on)
-    if standardization is not None and not config.training.jitter_pixels:
-        # Jitter shifts raw images (zero fill), so it keeps the per-batch layer.
-        rows = replace(rows, x=_standardized(student, x), standardized=True)
     hint_report = None
     if method.hint_output is not None:
         stage("hints")
@@ -360,6 +348,12 @@ def distill(
         )
         hint_report["teacher_output"] = method.hint_output
         stage("training")
+    if standardization is not None and not config.training.jitter_pixels:
+        # Once, up front (after the hint stage, which reads raw rows); the raw copy is dropped.
+        # Jitter shifts raw images (zero fill), so it keeps the per-batch layer.
+        with torch.no_grad():
+            x = _split_standardize(student)[0](x)
+        rows = replace(rows, x=x, standardized=True)
     started = time.perf_counter()
     history = _fit(
         student, rows, config, method.alpha, validation, on_epoch, lambda b: teacher.logits(b)
