@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -105,15 +106,34 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
     )
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
-    # Drop where the value came from and pydantic's union-member tags ("list[int]",
-    # "literal['a','b']"), which name a type, not a field the user wrote.
-    parts = [
-        str(p)
-        for p in loc
-        if p not in ("body", "query", "path", "form", "header") and "[" not in str(p)
-    ]
-    return ".".join(parts) or "body"
+# Fields holding a discriminated union, and their discriminators: pydantic puts the chosen
+# member's tag in an error's location (cross_domain.gaussian_noise.sigma), which names a
+# type, not a field the user wrote.
+UNION_FIELDS = {"cross_domain": "phi"}
+
+
+def _field_problem(error: Mapping[str, Any]) -> FieldProblem:
+    """One pydantic error as the field a user wrote and what is wrong with it."""
+    parts: list[str] = []
+    tag: str | None = None
+    for p in error.get("loc", ()):
+        part = str(p)
+        if part in ("body", "query", "path", "form", "header") or "[" in part:
+            continue
+        if parts and parts[-1] in UNION_FIELDS and tag is None:
+            tag = part  # the union member's tag, right after the union's field
+            continue
+        parts.append(part)
+    message = str(error["msg"])
+    if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+        parts.append(str(error.get("ctx", {}).get("discriminator", "")).strip("'\""))
+    elif error.get("type") == "extra_forbidden" and tag is not None and len(parts) >= 2:
+        union = parts[-2]
+        message = (
+            f"{UNION_FIELDS[union]} {tag!r} does not use {parts[-1]}; remove it or choose the "
+            f"{UNION_FIELDS[union]} that reads it"
+        )
+    return FieldProblem(field=".".join(p for p in parts if p) or "body", message=message)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -129,9 +149,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors: list[FieldProblem] = []
         for e in exc.errors():
-            problem = FieldProblem(
-                field=_field_path(tuple(e.get("loc", ()))), message=str(e["msg"])
-            )
+            problem = _field_problem(e)
             if problem not in errors:
                 errors.append(problem)
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or "invalid request"

@@ -11,16 +11,18 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import __version__, dashboard
-from app.api import datasets, jobs, teachers
+from app.datasets import routes as datasets
 from app.errors import (
     PROBLEM_RESPONSES,
     ServiceUnavailable,
     install_error_handlers,
     problem_response,
 )
+from app.jobs import routes as jobs
 from app.observability import MetricsMiddleware, configure_logging, readiness, registry
 from app.ratelimit import RateLimitMiddleware, make_limiter
 from app.settings import get_settings
+from app.teachers import routes as teachers
 from app.uploads import UploadLimitMiddleware
 
 DESCRIPTION = """

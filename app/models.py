@@ -126,15 +126,7 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     stage: Mapped[str] = mapped_column(String(32))
     epoch: Mapped[int] = mapped_column(Integer, default=0)
-    epochs: Mapped[int] = mapped_column(Integer)
-    teacher_id: Mapped[str] = mapped_column(String(40), ForeignKey("teachers.id"))
-    train_dataset_id: Mapped[str] = mapped_column(String(40), ForeignKey("datasets.id"))
-    validation_dataset_id: Mapped[str | None] = mapped_column(
-        String(40), ForeignKey("datasets.id"), nullable=True
-    )
-    test_dataset_id: Mapped[str | None] = mapped_column(
-        String(40), ForeignKey("datasets.id"), nullable=True
-    )
+    # The validated request, versioned (app/jobs/spec.py JobSpec): teachers, datasets, options.
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     split: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.db import get_sessionmaker
+from app.jobs.state import JobStatus
 from app.models import Job
 from app.settings import Settings
 
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_STATES = tuple(JobStatus)
 # Jobs run from seconds (a small tabular student) to hours (a CNN on images).
 JOB_DURATION_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 3 * 3600.0)
 log = logging.getLogger(__name__)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
+from pydantic import BaseModel, Field
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.errors import InvalidInput
+
+T = TypeVar("T")
 
 
 class Listed(Protocol):
@@ -34,3 +37,10 @@ def newest_first(
     has_more = len(rows) > limit
     rows = rows[:limit]
     return {"data": rows, "has_more": has_more, "next_after": rows[-1].id if has_more else None}
+
+
+class Page(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool
+    next_after: str | None = Field(description="Pass as `after` to get the next page.")

@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/quality.py [--seeds 3] [--tables methods,crossdomain]
 
-Methods table (METHODS.md §1-4, §8): on scikit-learn's digits and MNIST-1D (the `mnist1d`
+Methods table (docs/methods.md §1-4, §8): on scikit-learn's digits and MNIST-1D (the `mnist1d`
 generator), for each seed two teachers are trained here and exported to ONNX; the service's
 engine then trains one student about 10x smaller than the teacher from scratch, by KD, by KD
 through one teacher assistant, by early-stopped KD and from the ensemble of both teachers.
@@ -14,9 +14,9 @@ synthesized rows). Since the transfer rows give the distilled student more optim
 epoch, a second scratch row trains for as many steps as KD does (more epochs on the labeled
 rows), so the gain cannot be put down to a longer schedule.
 
-Cross-domain table (METHODS.md §6, seed 003): a 1,000-row MNIST-1D target set, and for each
+Cross-domain table (docs/methods.md §6, Bayazitov's thesis): a 1,000-row MNIST-1D target set, and for each
 mapping phi a teacher trained on 3,000 rows of another domain (phi applied to MNIST-1D rows
-of another seed; for the VAE, another modality as in seed 003: scikit-learn's 1,797 8x8 digit
+of another seed; for the VAE, another modality as in Bayazitov's thesis: scikit-learn's 1,797 8x8 digit
 images, paired by class with the signals); each phi against the student without a teacher.
 Prints mean ± std test accuracy and the share of the teacher-scratch gap closed. No model
 selection is done on the test rows."""
@@ -346,7 +346,7 @@ def _materialized(task: Task) -> list[nn.Parameter]:
     return list(model.parameters())
 
 
-# ---- cross-domain (METHODS.md §6) --------------------------------------------------------
+# ---- cross-domain (docs/methods.md §6) --------------------------------------------------------
 
 TARGET_ROWS, SOURCE_ROWS, TEST_ROWS = 1_000, 3_000, 2_000
 
@@ -419,7 +419,7 @@ def crossdomain_run(seeds: list[int], folder: Path) -> dict[str, list[float]]:
                 lambda: cnn1d(40), phi(x_big), y_big, 25, 3e-3, seed, folder / f"t-{seed}.onnx"
             )
             teachers[name] = MappedTeacher(source, phi)
-        # The VAE's teacher reads another modality, as in seed 003 (garments to digits):
+        # The VAE's teacher reads another modality, as in Bayazitov's thesis (garments to digits):
         # 8x8 digit images, paired by class with the 1-D signals of the target set.
         x_s, y_s = digit_images()
         source = train_teacher(cnn2d, x_s, y_s, 60, 1e-3, seed, folder / f"vae-t-{seed}.onnx")

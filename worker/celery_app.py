@@ -8,9 +8,9 @@ from typing import Any
 from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
 
 from app.db import get_engine
+from app.jobs.relay import RelayLoop
 from app.observability import configure_logging
 from app.queue import get_celery
-from app.reaper import MaintenanceLoop
 from app.settings import get_settings
 
 # JSON logs from the start: Celery warns (e.g. about running as root) before setup_logging.
@@ -26,11 +26,11 @@ def _json_logs(**_: Any) -> None:
     configure_logging(get_settings().log_level)
 
 
-_maintenance: list[MaintenanceLoop] = []
+_relays: list[RelayLoop] = []
 
 
 @worker_ready.connect
-def _start_maintenance(sender: Any = None, **_: Any) -> None:
+def _start_relay(sender: Any = None, **_: Any) -> None:
     # The worker runs with --quiet (Celery's banner is not a log line): say what it serves here.
     settings = get_settings()
     logging.getLogger("worker").info(
@@ -44,19 +44,19 @@ def _start_maintenance(sender: Any = None, **_: Any) -> None:
     )
     # In the worker's parent process, beside the pool: publish the outbox, requeue jobs whose
     # worker died, resend messages a broker lost. Every worker runs one; they share by row locks.
-    loop = MaintenanceLoop(settings)
+    loop = RelayLoop(settings)
     loop.start()
-    _maintenance.append(loop)
+    _relays.append(loop)
 
 
 @worker_shutdown.connect
-def _stop_maintenance(**_: Any) -> None:
-    for loop in _maintenance:
+def _stop_relay(**_: Any) -> None:
+    for loop in _relays:
         loop.stop()
 
 
 @worker_process_init.connect
 def _own_connections(**_: Any) -> None:
-    # A pool child is forked from the parent, whose maintenance loop holds database
+    # A pool child is forked from the parent, whose relay holds database
     # connections: drop the inherited ones (without closing the parent's) and open our own.
     get_engine().dispose(close=False)

@@ -23,8 +23,9 @@ def _inspect(path: Path, memory_bytes: int) -> dict[str, object]:
     import torch
 
     torch.set_num_threads(1)
+    from worker.engine.errors import is_memory_error
     from worker.engine.teachers import TeacherRejected, inspect_teacher
-    from worker.teacher_process import is_memory_error, memory_summary
+    from worker.teacher_process import memory_summary
 
     try:
         return {"ok": True, "teacher": inspect_teacher(path)}

@@ -18,13 +18,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
+from app.jobs.state import JobStatus, move
 from app.models import Job, TrainingCheckpoint, utcnow
 from app.settings import Settings
+from worker.engine.errors import JobFailure
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,8 +41,14 @@ class JobCancelled(Exception):
     pass
 
 
-class TimeLimitExceeded(Exception):
-    pass
+class TimeLimitExceeded(JobFailure):
+    code = "time_limit_exceeded"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the job ran past its time limit; "
+            "ask for fewer epochs or a larger training.time_limit_seconds"
+        )
 
 
 def worker_name() -> str:
@@ -79,31 +87,27 @@ class Lease:
         def attempt() -> Lease | None:
             with session_scope() as session:
                 now = utcnow()
-                claimed = _rowcount(
-                    session.execute(
-                        update(Job)
-                        .where(
-                            Job.id == job_id,
-                            Job.status == "queued",
-                            Job.cancel_requested.is_(False),
-                        )
-                        .values(
-                            status="running",
-                            stage="preparing",
-                            lease_token=Job.lease_token + 1,
-                            heartbeat_at=now,
-                            attempts=Job.attempts + 1,
-                            worker=owner,
-                        )
-                    )
+                claimed = move(
+                    session,
+                    job_id,
+                    JobStatus.RUNNING,
+                    f"running on {owner}",
+                    where=(Job.cancel_requested.is_(False),),
+                    values={
+                        "lease_token": Job.lease_token + 1,
+                        "heartbeat_at": now,
+                        "attempts": Job.attempts + 1,
+                        "worker": owner,
+                        "started_at": func.coalesce(Job.started_at, now),
+                    },
+                    data={"worker": owner},
                 )
                 if not claimed:
                     return None
-                job = session.get(Job, job_id)
-                assert job is not None
-                if job.started_at is None:
-                    job.started_at = now
-                return cls(job_id, job.lease_token, owner, job.attempts)
+                token, attempts = session.execute(
+                    select(Job.lease_token, Job.attempts).where(Job.id == job_id)
+                ).one()
+                return cls(job_id, int(token), owner, int(attempts))
 
         return retrying(attempt, "claiming a job")
 
@@ -111,7 +115,11 @@ class Lease:
         """Renew the heartbeat if the lease is still ours, else LeaseLost. Locks the row."""
         renewed = session.execute(
             update(Job)
-            .where(Job.id == self.job_id, Job.lease_token == self.token, Job.status == "running")
+            .where(
+                Job.id == self.job_id,
+                Job.lease_token == self.token,
+                Job.status == JobStatus.RUNNING,
+            )
             .values(heartbeat_at=utcnow())
         )
         if not _rowcount(renewed):

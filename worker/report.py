@@ -9,6 +9,8 @@ from typing import Any
 
 import matplotlib
 
+from app.jobs.metrics import ClassificationReport, JobMetrics
+
 matplotlib.use("Agg")  # no display on a worker
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -35,21 +37,21 @@ def _num(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def learning_curves(metrics: dict[str, Any]) -> str:
+def learning_curves(metrics: JobMetrics) -> str:
     figure, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name, key, style in (
-        ("student (KD)", "history", "-"),
-        ("scratch", "history_scratch", "--"),
+    for name, history, style in (
+        ("student (KD)", metrics.history, "-"),
+        ("scratch", metrics.history_scratch, "--"),
     ):
-        history = metrics.get(key) or []
         if not history:
             continue
-        epochs = [h["epoch"] for h in history]
-        loss_ax.plot(epochs, [h["loss"] for h in history], style, label=name)
-        acc_ax.plot(epochs, [h["validation_accuracy"] for h in history], style, label=name)
-    teacher = metrics.get("teacher_accuracy")
-    if teacher is not None:
-        acc_ax.axhline(teacher, color="grey", linestyle=":", label="teacher (test)")
+        epochs = [h.epoch for h in history]
+        loss_ax.plot(epochs, [h.loss for h in history], style, label=name)
+        acc_ax.plot(epochs, [h.validation_accuracy for h in history], style, label=name)
+    if metrics.teacher_accuracy is not None:
+        acc_ax.axhline(
+            metrics.teacher_accuracy, color="grey", linestyle=":", label="teacher (test)"
+        )
     loss_ax.set(title="training loss", xlabel="epoch")
     acc_ax.set(title="validation accuracy", xlabel="epoch")
     for ax in (loss_ax, acc_ax):
@@ -72,31 +74,54 @@ def confusion(matrix: list[list[int]]) -> str:
     return _png(figure)
 
 
-def _comparison(metrics: dict[str, Any]) -> str:
-    evaluation = metrics.get("evaluation") or {}
-    latency = metrics.get("latency_ms") or {}
+def _comparison_row(
+    label: str,
+    report: ClassificationReport,
+    agree: float | None,
+    params: int,
+    size: str,
+    ms: tuple[float, float],
+) -> str:
+    return (
+        f"<tr><td>{label}</td><td>{_pct(report.accuracy)}</td><td>{_num(report.nll)}"
+        f"</td><td>{_num(report.ece)}</td><td>{_pct(agree)}</td>"
+        f"<td>{params:,}</td><td>{size}</td><td>{_num(ms[0], 2)}</td><td>{_num(ms[1], 2)}</td></tr>"
+    )
+
+
+def _comparison(metrics: JobMetrics) -> str:
+    evaluation, latency = metrics.evaluation, metrics.latency_ms
+    teacher_ms = (latency.batch_1.teacher, latency.batch_64.teacher)
+    student_ms = (latency.batch_1.student_onnx, latency.batch_64.student_onnx)
+    size = f"{metrics.onnx_bytes:,}"
     rows = []
-    for who, label in (
-        ("teacher", "teacher"),
-        ("scratch", "student from scratch"),
-        ("student", "distilled student"),
-    ):
-        report = evaluation.get(who)
-        if report is None:
-            continue
-        if who == "teacher":
-            params, size = metrics.get("teacher_parameters"), "–"
-            b1 = latency.get("batch_1", {}).get("teacher")
-            b64 = latency.get("batch_64", {}).get("teacher")
-        else:
-            params, size = metrics.get("student_parameters"), f"{metrics.get('onnx_bytes', 0):,}"
-            b1 = latency.get("batch_1", {}).get("student_onnx")
-            b64 = latency.get("batch_64", {}).get("student_onnx")
-        agree = {"student": metrics.get("agreement"), "scratch": metrics.get("scratch_agreement")}
+    if evaluation.teacher is not None:
         rows.append(
-            f"<tr><td>{label}</td><td>{_pct(report['accuracy'])}</td><td>{_num(report['nll'])}"
-            f"</td><td>{_num(report['ece'])}</td><td>{_pct(agree.get(who))}</td>"
-            f"<td>{params:,}</td><td>{size}</td><td>{_num(b1, 2)}</td><td>{_num(b64, 2)}</td></tr>"
+            _comparison_row(
+                "teacher", evaluation.teacher, None, metrics.teacher_parameters, "–", teacher_ms
+            )
+        )
+    if evaluation.scratch is not None:
+        rows.append(
+            _comparison_row(
+                "student from scratch",
+                evaluation.scratch,
+                metrics.scratch_agreement,
+                metrics.student_parameters,
+                size,
+                student_ms,
+            )
+        )
+    if evaluation.student is not None:
+        rows.append(
+            _comparison_row(
+                "distilled student",
+                evaluation.student,
+                metrics.agreement,
+                metrics.student_parameters,
+                size,
+                student_ms,
+            )
         )
     return (
         "<table><tr><th></th><th>accuracy</th><th>NLL</th><th>ECE</th><th>agrees with teacher"
@@ -105,19 +130,18 @@ def _comparison(metrics: dict[str, Any]) -> str:
     )
 
 
-def _verdict(metrics: dict[str, Any]) -> str:
-    student, teacher = metrics.get("student_accuracy"), metrics.get("teacher_accuracy")
+def _verdict(metrics: JobMetrics) -> str:
+    student, teacher = metrics.student_accuracy, metrics.teacher_accuracy
     parts = [f"The distilled student scores {_pct(student)} against the teacher's {_pct(teacher)}"]
-    if metrics.get("student_parameters") and metrics.get("teacher_parameters"):
-        ratio = metrics["teacher_parameters"] / metrics["student_parameters"]
+    if metrics.student_parameters and metrics.teacher_parameters:
+        ratio = metrics.teacher_parameters / metrics.student_parameters
         parts.append(f"with {ratio:.1f}× fewer parameters")
-    speedup = (metrics.get("latency_ms") or {}).get("batch_1", {}).get("speedup")
+    speedup = metrics.latency_ms.batch_1.speedup
     if speedup:
         parts.append(f"and runs {speedup:.1f}× faster at batch 1 on this worker")
     text = " ".join(parts) + "."
-    scratch = metrics.get("scratch_accuracy")
+    scratch, gap = metrics.scratch_accuracy, metrics.gap_closed
     if scratch is not None:
-        gap = metrics.get("gap_closed")
         text += f" The same student trained from scratch scores {_pct(scratch)}"
         if student is not None and student < scratch:
             text += (
@@ -141,35 +165,47 @@ def _table(title: str, header: list[str], rows: list[list[Any]]) -> str:
     return f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
 
 
-def render_report(job_id: str, metrics: dict[str, Any]) -> str:
-    evaluation = metrics.get("evaluation") or {}
-    student_eval, teacher_eval = evaluation.get("student"), evaluation.get("teacher")
-    per_class = []
-    if student_eval and teacher_eval:
-        for c, acc in student_eval["per_class_accuracy"].items():
-            per_class.append([c, _pct(teacher_eval["per_class_accuracy"].get(c)), _pct(acc)])
-    split = metrics.get("split") or {}
-    split_rows = [
-        [part, split[part]["rows"], split[part]["source"]]
-        for part in ("train", "validation", "test")
-        if part in split
-    ]
-    transfer = metrics.get("transfer") or {}
-    transfer_rows = [[source, rows] for source, rows in (transfer.get("sources") or {}).items()]
-    assistants = [
-        [s["step"], s["parameters"], _pct(s["accuracy"])] for s in metrics.get("assistants") or []
-    ]
-    members = [
-        [m["id"], m["parameters"], _pct(m["accuracy"])]
-        for m in (metrics.get("teacher") or {}).get("ensemble") or []
-    ]
-    confusion_png = confusion(student_eval["confusion_matrix"]) if student_eval else None
-    cross = metrics.get("cross_domain") or {}
+def _detail_tables(metrics: JobMetrics) -> list[str]:
+    student, teacher = metrics.evaluation.student, metrics.evaluation.teacher
+    per_class = (
+        [
+            [c, _pct(teacher.per_class_accuracy.get(c)), _pct(acc)]
+            for c, acc in student.per_class_accuracy.items()
+        ]
+        if student and teacher
+        else []
+    )
+    split = metrics.split
+    parts = [("train", split.train), ("validation", split.validation), ("test", split.test)]
+    cross = metrics.cross_domain.model_dump() if metrics.cross_domain else {}
     cross_rows = [
         [key, value if not isinstance(value, float) else _num(value)]
         for key, value in cross.items()
         if not isinstance(value, (dict, list)) or key in ("input_shape", "output_shape")
     ]
+    return [
+        _table("Per-class accuracy", ["class", "teacher", "student"], per_class),
+        _table("Data", ["part", "rows", "source"], [[n, p.rows, p.source] for n, p in parts]),
+        _table(
+            "Transfer rows", ["source", "rows"], [list(i) for i in metrics.transfer.sources.items()]
+        ),
+        _table("Cross-domain mapping phi (target input -> teacher input)", ["", ""], cross_rows),
+        _table(
+            "Teacher assistants",
+            ["step", "parameters", "accuracy"],
+            [[s.step, s.parameters, _pct(s.accuracy)] for s in metrics.assistants or []],
+        ),
+        _table(
+            "Ensemble members",
+            ["teacher", "parameters", "accuracy"],
+            [[m.id, m.parameters, _pct(m.accuracy)] for m in metrics.teacher.ensemble or []],
+        ),
+    ]
+
+
+def render_report(job_id: str, metrics: JobMetrics) -> str:
+    student = metrics.evaluation.student
+    confusion_png = confusion(student.confusion_matrix) if student else None
     sections = [
         f"<h1>Distillation report: {html.escape(job_id)}</h1>",
         f"<p class=verdict>{_verdict(metrics)}</p>",
@@ -181,12 +217,7 @@ def render_report(job_id: str, metrics: dict[str, Any]) -> str:
             if confusion_png
             else ""
         ),
-        _table("Per-class accuracy", ["class", "teacher", "student"], per_class),
-        _table("Data", ["part", "rows", "source"], split_rows),
-        _table("Transfer rows", ["source", "rows"], transfer_rows),
-        _table("Cross-domain mapping phi (target input -> teacher input)", ["", ""], cross_rows),
-        _table("Teacher assistants", ["step", "parameters", "accuracy"], assistants),
-        _table("Ensemble members", ["teacher", "parameters", "accuracy"], members),
+        *_detail_tables(metrics),
     ]
     return (
         "<!doctype html><html><head><meta charset=utf-8><title>Distillery report "

@@ -30,8 +30,9 @@ import numpy as np
 
 from worker.confinement import CPU_GRACE_SECONDS, NetworkMode, minimal_environment
 from worker.engine.crossdomain import ONNX_CHUNK_ROWS, MappingRejected
+from worker.engine.errors import JobFailure
 from worker.engine.logit_cache import file_fingerprint
-from worker.engine.teachers import OutputKind, TeacherRejected
+from worker.engine.teachers.base import OutputKind, TeacherRejected
 from worker.teacher_process import ProtocolError, read_message, write_message
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ MAX_REQUEST_BYTES = 32 * 1024 * 1024
 LOG_TAIL_CHARS = 2000
 
 
-class SandboxError(Exception):
+class SandboxError(JobFailure):
     """The sandboxed teacher (or mapping) failed; `code` is the job's error.code."""
 
     code = "teacher_crashed"

@@ -1,4 +1,4 @@
-"""Celery tasks: thin. They take ids and delegate; the logic lives in worker.runner."""
+"""Celery tasks: thin. They take ids and delegate; the logic lives in worker.pipeline."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from worker.celery_app import celery
 log = logging.getLogger(__name__)
 
 # A worker that cannot reach the database to claim its job sends the task again this much
-# later, for about five minutes; past that, the maintenance loop's republish takes over.
+# later, for about five minutes; past that, the relay's republish takes over.
 CLAIM_RETRY_SECONDS = 5
 CLAIM_RETRIES = 60
 
@@ -20,8 +20,8 @@ CLAIM_RETRIES = 60
 def run_job(self: Any, job_id: str) -> None:
     # Imported here so the worker's parent process never loads torch (or touches CUDA).
     from app.observability import adopt_library_logging
-    from worker.runner import ClaimFailed
-    from worker.runner import run_job as run
+    from worker.pipeline import ClaimFailed
+    from worker.pipeline import run_job as run
 
     adopt_library_logging("torch")
     try:

@@ -30,33 +30,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from worker.confinement import ConfinementFailed, confine
+from worker.engine.errors import is_memory_error
 
 if TYPE_CHECKING:
     import numpy as np
 
 MAX_HEADER_BYTES = 1024 * 1024
-_MEMORY_WORDS = re.compile(
-    r"failed to allocate|bad[ _]alloc|bad allocation|can't allocate memory|"
-    r"cannot allocate memory|out of memory|std::length_error",
-    re.IGNORECASE,
-)
 
 
 class ProtocolError(Exception):
     """The other side sent something that is not a well-formed message."""
-
-
-def is_memory_error(exc: BaseException) -> bool:
-    """A MemoryError, or a runtime's allocation failure (onnxruntime, torch), anywhere in the
-    chain of causes (an inspector wraps the runtime's error in TeacherRejected)."""
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, MemoryError) or _MEMORY_WORDS.search(str(seen)):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def memory_summary(exc: BaseException) -> str:

@@ -16,7 +16,7 @@ import pytest
 from numpy.lib import format as npy_format
 from sklearn.datasets import load_digits
 
-from app.datafiles import DatasetRejected, ParsedDataset, load_arrays, parse_dataset
+from app.datasets.parsers import DatasetRejected, ParsedDataset, load_arrays, parse_dataset
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.datafiles import DatasetRejected, load_arrays, parse_dataset
+from app.datasets.parsers import DatasetRejected, load_arrays, parse_dataset
 
 
 def _png(width: int, height: int, fmt: str = "PNG") -> bytes:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.datafiles import DatasetRejected, load_arrays, parse_dataset
+from app.datasets.parsers import DatasetRejected, load_arrays, parse_dataset
 
 
 def _png(pixels: np.ndarray, mode: str = "L") -> bytes:

@@ -1,4 +1,4 @@
-"""Cross-domain distillation through the API (METHODS.md §6): the teacher reads digits, the
+"""Cross-domain distillation through the API (docs/methods.md §6): the teacher reads digits, the
 job's data is another domain (digits transposed, inverted and flattened to 64 values), and
 a mapping phi (an uploaded ONNX model, or a VAE the job trains) links them."""
 

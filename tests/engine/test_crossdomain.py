@@ -1,4 +1,4 @@
-"""Cross-domain distillation (METHODS.md §6): mappings phi, f o phi as a teacher, the VAE."""
+"""Cross-domain distillation (docs/methods.md §6): mappings phi, f o phi as a teacher, the VAE."""
 
 from __future__ import annotations
 
@@ -9,22 +9,17 @@ import pytest
 import torch
 from torch import nn
 
+from tests.support.engine import config, kd, student, synthesis, training, vae_spec
 from worker.engine import (
     ArraySplit,
     DilatedConvMapping,
     DiskLogitCache,
-    DistillConfig,
     GaussianNoiseMapping,
     IdentityMapping,
     MappedTeacher,
     MappingRejected,
     OnnxMapping,
     Splits,
-    StudentSpec,
-    SynthesisSpec,
-    TrainingSpec,
-    VaeSpec,
-    distill,
     export_onnx,
     synthesize,
     train_vae,
@@ -171,7 +166,7 @@ def test_onnx_mapping_is_run_in_onnxruntime_and_checked(
 def test_vae_maps_target_inputs_to_inputs_the_teacher_reads(
     domains: dict[str, np.ndarray], source_teacher: SoftmaxRegression
 ) -> None:
-    spec = VaeSpec(latent_dim=8, hidden=128, epochs=25, seed=0)
+    spec = vae_spec(latent_dim=8, hidden=128, epochs=25, seed=0)
     vae = train_vae(
         domains["target_x"],
         domains["target_y"],
@@ -193,19 +188,19 @@ def test_vae_maps_target_inputs_to_inputs_the_teacher_reads(
     raw = source_teacher.logits(domains["test_x"].reshape(-1, 1, 8, 8)).argmax(1)
     assert float((raw == domains["test_y"]).mean()) < 0.5
     # Synthetic target-domain rows, deterministic for a seed.
-    rows = synthesize(domains["target_x"], SynthesisSpec("vae", 300, seed=1), vae)
+    rows = synthesize(domains["target_x"], synthesis("vae", 300, seed=1), vae)
     assert rows.shape == (300, 64) and rows.dtype == np.float32
-    again = synthesize(domains["target_x"], SynthesisSpec("vae", 300, seed=1), vae)
+    again = synthesize(domains["target_x"], synthesis("vae", 300, seed=1), vae)
     np.testing.assert_array_equal(rows, again)
     with pytest.raises(ValueError, match="needs a trained VAE"):
-        synthesize(domains["target_x"], SynthesisSpec("vae", 10))
+        synthesize(domains["target_x"], synthesis("vae", 10))
     with pytest.raises(MappingRejected, match="no source rows"):
         train_vae(
             domains["target_x"],
             domains["target_y"],
             domains["source_x"][domains["source_y"] < 9],
             domains["source_y"][domains["source_y"] < 9],
-            VaeSpec(epochs=1),
+            vae_spec(epochs=1),
         )
 
 
@@ -219,26 +214,23 @@ def test_student_of_a_mapped_teacher_takes_target_inputs(
     test = ArraySplit(domains["test_x"], domains["test_y"])
     validation = ArraySplit(domains["test_x"][:150], domains["test_y"][:150])
     splits = Splits(ArraySplit(domains["target_x"], domains["target_y"]), validation, test)
-    config = DistillConfig(
-        student=StudentSpec(hidden_sizes=(32,)),
-        training=TrainingSpec(epochs=5, batch_size=64),
-    )
+    cfg = config(student(hidden_sizes=(32,)), hp=training(5, batch_size=64))
     cache = DiskLogitCache(tmp_path / "cache")
-    outcome = distill(config, teacher, splits, cache=cache)
+    outcome = kd(cfg, teacher, splits, cache=cache)
     assert cache.misses == 3 and cache.hits == 0
-    assert outcome.metrics["teacher_accuracy"] > 0.9
-    assert outcome.metrics["student_accuracy"] > 0.7
+    assert outcome.test.teacher_accuracy is not None and outcome.test.teacher_accuracy > 0.9
+    assert outcome.test.student_accuracy is not None and outcome.test.student_accuracy > 0.7
     exported = export_onnx(outcome.student, teacher.input_shape, tmp_path / "s.onnx", test.x[:64])
     session = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[1:] == [64]
     logits = session.run(None, {session.get_inputs()[0].name: test.x})[0]
     assert float((logits.argmax(1) == test.y).mean()) == pytest.approx(
-        outcome.metrics["student_accuracy"], abs=1e-6
+        outcome.test.student_accuracy, abs=1e-6
     )
     # Same inputs through another phi: never the cached outputs of the first.
     other = MappedTeacher(source_teacher, IdentityMapping((1, 8, 8)))
-    distill(
-        DistillConfig(training=TrainingSpec(epochs=1), baseline=False),
+    kd(
+        config(hp=training(1), baseline=False),
         other,
         Splits(
             ArraySplit(domains["source_x"][:200], domains["source_y"][:200]),

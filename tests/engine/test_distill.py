@@ -9,19 +9,19 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from tests.support.engine import config, kd, method, student, training
 from worker.engine import (
     ArraySplit,
     DiskLogitCache,
-    DistillConfig,
-    KDMethod,
+    MethodInputs,
     Splits,
     StudentSpec,
-    TrainingSpec,
     TransferRows,
+    agreement,
     build_student,
-    distill,
     export_onnx,
     load_teacher,
+    run_method,
 )
 
 
@@ -66,26 +66,27 @@ def test_distill_reports_and_exports(teacher_and_data: tuple[Path, Splits], tmp_
     teacher = load_teacher(path)
     seen: list[int] = []
     stages: list[str] = []
-    config = DistillConfig(StudentSpec(hidden_sizes=(32,)), KDMethod(4.0, 0.1), TrainingSpec(25))
-    outcome = distill(
-        config, teacher, splits, on_epoch=lambda r: seen.append(r.epoch), on_stage=stages.append
+    cfg = config(student(hidden_sizes=(32,)), method(4.0, 0.1), training(25))
+    outcome = kd(
+        cfg, teacher, splits, on_epoch=lambda r: seen.append(r.epoch), on_stage=stages.append
     )
     assert seen == list(range(1, 26))
     assert stages == ["teacher_outputs", "training", "baseline", "evaluating"]
     assert len(outcome.scratch_history) == 25
-    assert outcome.metrics["scratch_accuracy"] > 0.8
-    m = outcome.metrics
-    assert m["student_accuracy"] > 0.85 and m["agreement"] > 0.85
-    assert m["student_parameters"] == 64 * 32 + 32 + 32 * 10 + 10
-    again = distill(config, teacher, splits)
-    assert again.metrics["student_accuracy"] == m["student_accuracy"], "seeded runs repeat"
+    test = outcome.test
+    assert test.scratch_accuracy is not None and test.scratch_accuracy > 0.8
+    assert test.student_accuracy is not None and test.student_accuracy > 0.85
+    assert agreement(test.student, test.teacher) > 0.85
+    assert outcome.student_parameters == 64 * 32 + 32 + 32 * 10 + 10
+    again = kd(cfg, teacher, splits)
+    assert again.test.student_accuracy == test.student_accuracy, "seeded runs repeat"
 
     export = export_onnx(outcome.student, (1, 8, 8), tmp_path / "s.onnx", sample=splits.test.x)
     assert export.max_abs_diff < 1e-4 and export.bytes == (tmp_path / "s.onnx").stat().st_size
     session = ort.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"])
     logits = session.run(None, {"input": splits.test.x})[0]
     assert splits.test.y is not None
-    assert float((logits.argmax(1) == splits.test.y).mean()) == m["student_accuracy"]
+    assert float((logits.argmax(1) == splits.test.y).mean()) == test.student_accuracy
 
 
 def test_callback_can_abort(teacher_and_data: tuple[Path, Splits]) -> None:
@@ -99,12 +100,7 @@ def test_callback_can_abort(teacher_and_data: tuple[Path, Splits]) -> None:
             raise Stop
 
     with pytest.raises(Stop):
-        distill(
-            DistillConfig(training=TrainingSpec(50)),
-            load_teacher(path),
-            splits,
-            on_epoch=stop_at_two,
-        )
+        kd(config(hp=training(50)), load_teacher(path), splits, on_epoch=stop_at_two)
 
 
 def test_transfer_rows_and_the_output_cache(
@@ -115,21 +111,21 @@ def test_transfer_rows_and_the_output_cache(
     extra = TransferRows("more", splits.train.x[::2] + 0.05)
     with_transfer = Splits(splits.train, splits.validation, splits.test, (extra,))
     cache = DiskLogitCache(tmp_path / "cache")
-    config = DistillConfig(training=TrainingSpec(3))
-    outcome = distill(config, teacher, with_transfer, cache=cache)
+    cfg = config(hp=training(3))
+    outcome = kd(cfg, teacher, with_transfer, cache=cache)
     assert cache.misses == 4 and cache.hits == 0
-    assert outcome.metrics["transfer"]["sources"] == {"more": 500}
+    assert outcome.transfer.sources == {"more": 500}
     assert outcome.history[-1].soft_loss_transfer is not None
-    distill(config, teacher, with_transfer, cache=cache)
+    kd(cfg, teacher, with_transfer, cache=cache)
     assert cache.hits == 4
 
 
 @pytest.mark.parametrize(
     ("spec", "shape"),
     [
-        (StudentSpec("mlp", (16, 8), dropout=0.1, batch_norm=True), (1, 8, 8)),
-        (StudentSpec("cnn", channels=(4, 8)), (1, 8, 8)),
-        (StudentSpec("cnn", channels=(4,)), (2, 40)),
+        (student("mlp", hidden_sizes=(16, 8), dropout=0.1, batch_norm=True), (1, 8, 8)),
+        (student("cnn", channels=(4, 8)), (1, 8, 8)),
+        (student("cnn", channels=(4,)), (2, 40)),
     ],
 )
 def test_students_take_the_teacher_input(spec: StudentSpec, shape: tuple[int, ...]) -> None:
@@ -139,7 +135,7 @@ def test_students_take_the_teacher_input(spec: StudentSpec, shape: tuple[int, ..
 
 def test_cnn_needs_spatial_input() -> None:
     with pytest.raises(ValueError, match="cnn"):
-        build_student(StudentSpec("cnn"), (40,), 3)
+        build_student(student("cnn"), (40,), 3)
 
 
 def test_ensemble_targets_are_the_mean_softened_outputs() -> None:
@@ -179,36 +175,38 @@ def test_ensemble_targets_are_the_mean_softened_outputs() -> None:
 def test_assistant_sizes_lie_between_student_and_teacher() -> None:
     from worker.engine import assistant_specs, count_parameters
 
-    student = StudentSpec(hidden_sizes=(16,))
-    specs = assistant_specs(student, (1, 8, 8), 10, teacher_parameters=300_000, count=2)
+    small_spec = student(hidden_sizes=(16,))
+    specs = assistant_specs(small_spec, (1, 8, 8), 10, teacher_parameters=300_000, count=2)
     sizes = [count_parameters(build_student(s, (1, 8, 8), 10)) for s in specs]
-    small = count_parameters(build_student(student, (1, 8, 8), 10))
+    small = count_parameters(build_student(small_spec, (1, 8, 8), 10))
     assert small < sizes[1] < sizes[0] < 300_000  # trained largest first
     ratio = 300_000 / small
     for size, step in zip(sizes, (2, 1), strict=True):
         assert size == pytest.approx(small * ratio ** (step / 3), rel=0.1)
     with pytest.raises(ValueError, match="no room"):
-        assistant_specs(student, (1, 8, 8), 10, teacher_parameters=100, count=1)
+        assistant_specs(small_spec, (1, 8, 8), 10, teacher_parameters=100, count=1)
 
 
 def test_distill_through_assistants(teacher_and_data: tuple[Path, Splits]) -> None:
-    from worker.engine import distill_through_assistants
-
     path, splits = teacher_and_data
     teacher = load_teacher(path)
-    config = DistillConfig(StudentSpec(hidden_sizes=(16,)), training=TrainingSpec(20))
-    specs = [StudentSpec(hidden_sizes=(64,)), StudentSpec(hidden_sizes=(32,))]
-    outcome, steps = distill_through_assistants(config, teacher, splits, specs)
-    assert [s.metrics["hidden_sizes"] for s in steps] == [[64], [32]]
-    assert all(s.metrics["accuracy"] > 0.7 for s in steps), [s.metrics for s in steps]
-    assert outcome.metrics["teacher_parameters"] == teacher.parameters
-    assert outcome.metrics["assistants"][1]["parameters"] == 64 * 32 + 32 + 32 * 10 + 10
-    assert outcome.metrics["student_accuracy"] > 0.7
+    cfg = config(student(hidden_sizes=(16,)), hp=training(20))
+    specs = (student(hidden_sizes=(64,)), student(hidden_sizes=(32,)))
+    result = run_method("assistants", MethodInputs(cfg, (teacher,), splits, assistants=specs))
+    steps, outcome = result.assistants, result.outcome
+    assert [s.spec.hidden_sizes for s in steps] == [(64,), (32,)]
+    assert all(s.accuracy is not None and s.accuracy > 0.7 for s in steps), steps
+    assert outcome.teacher_parameters == teacher.parameters
+    assert steps[1].parameters == 64 * 32 + 32 + 32 * 10 + 10
+    assert outcome.test.student_accuracy is not None and outcome.test.student_accuracy > 0.7
+    # Reported against the real teacher, not the last assistant.
+    real = teacher.logits(splits.test.x).argmax(1) == splits.test.y
+    assert outcome.test.teacher_accuracy == pytest.approx(float(real.mean()))
 
 
 @pytest.mark.parametrize(
     ("layout", "budget"),
-    [(StudentSpec(hidden_sizes=(64, 32)), 5_000), (StudentSpec("cnn", channels=(8, 16)), 3_000)],
+    [(student(hidden_sizes=(64, 32)), 5_000), (student("cnn", channels=(8, 16)), 3_000)],
 )
 def test_sized_student_fills_the_budget(layout: StudentSpec, budget: int) -> None:
     from worker.engine import count_parameters, sized_student
@@ -227,7 +225,7 @@ def test_standardization_is_inside_the_student(tmp_path: Path) -> None:
     x = (rng.standard_normal((200, 3, 4, 4)) * [[[[5.0]], [[0.1]], [[2.0]]]] + 7).astype(np.float32)
     mean, std = fit_standardization(x, per_channel=True)
     assert mean.shape == (3, 1, 1) and np.allclose(mean.ravel(), 7, atol=0.5)
-    model = build_student(StudentSpec("cnn", channels=(4,)), (3, 4, 4), 2, (mean, std)).eval()
+    model = build_student(student("cnn", channels=(4,)), (3, 4, 4), 2, (mean, std)).eval()
     inner = model[0](torch.from_numpy(x)).numpy()
     assert np.allclose(inner.mean(axis=(0, 2, 3)), 0, atol=1e-4)
     assert np.allclose(inner.std(axis=(0, 2, 3)), 1, atol=1e-2)
@@ -240,14 +238,16 @@ def test_standardization_is_inside_the_student(tmp_path: Path) -> None:
 def test_hint_stage_learns_the_teacher_tensor() -> None:
     from worker.engine.hints import hint_layer, hint_stage
 
-    student = build_student(StudentSpec(hidden_sizes=(32, 16, 8)), (6,), 3)
-    assert hint_layer(student) is [m for m in student.modules() if isinstance(m, torch.nn.ReLU)][1]
+    model = build_student(student(hidden_sizes=(32, 16, 8)), (6,), 3)
+    assert hint_layer(model) is [m for m in model.modules() if isinstance(m, torch.nn.ReLU)][1]
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.standard_normal((256, 6)).astype(np.float32))
     targets = np.tanh(x.numpy() @ rng.standard_normal((6, 5)).astype(np.float32))
-    report = hint_stage(student, x, targets, epochs=30, batch_size=32, learning_rate=3e-3, seed=0)
-    assert report["student_width"] == 16 and report["teacher_width"] == 5
-    assert report["mse"][-1] < 0.5 * report["mse"][0]
+    report = hint_stage(
+        model, x, targets, "t", epochs=30, batch_size=32, learning_rate=3e-3, seed=0
+    )
+    assert report.student_width == 16 and report.teacher_width == 5
+    assert report.mse[-1] < 0.5 * report.mse[0]
 
 
 def test_pt2_digits_teacher_on_flat_inputs_without_labels(tmp_path: Path) -> None:
@@ -287,18 +287,15 @@ def test_pt2_digits_teacher_on_flat_inputs_without_labels(tmp_path: Path) -> Non
     splits = Splits(
         ArraySplit(x[train], None), ArraySplit(x[val], None), ArraySplit(x[test], y[test])
     )
-    config = DistillConfig(
-        StudentSpec(hidden_sizes=(32,)), KDMethod(4.0, 0.0), TrainingSpec(15, seed=3)
-    )
+    cfg = config(student(hidden_sizes=(32,)), method(4.0, 0.0), training(15, seed=3))
     records: list[float | None] = []
-    outcome = distill(
-        config, teacher, splits, on_epoch=lambda r: records.append(r.validation_accuracy)
-    )
-    m = outcome.metrics
-    assert m["teacher_accuracy"] > 0.9
-    assert m["student_accuracy"] > 0.85 and m["agreement"] > 0.85, m
+    outcome = kd(cfg, teacher, splits, on_epoch=lambda r: records.append(r.validation_accuracy))
+    scores = outcome.test
+    assert scores.teacher_accuracy is not None and scores.teacher_accuracy > 0.9
+    assert scores.student_accuracy is not None and scores.student_accuracy > 0.85
+    assert agreement(scores.student, scores.teacher) > 0.85
     assert all(r is not None for r in records)  # agreement with the teacher, without labels
     assert all(r.hard_loss == 0 for r in outcome.history)
-    assert m["device"] in ("cpu", "cuda") and not outcome.student.training
+    assert outcome.device in ("cpu", "cuda") and not outcome.student.training
     export = export_onnx(outcome.student, (64,), tmp_path / "s.onnx", sample=x[test][:1])
     assert export.max_abs_diff < 1e-4 and export.opset >= 17

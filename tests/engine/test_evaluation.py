@@ -13,14 +13,14 @@ def test_report_on_a_hand_made_case() -> None:
     y = np.array([0, 1, 1, 1])
     report = classification_report(logits, y)
     assert report is not None
-    assert report["accuracy"] == 0.75
-    assert report["confusion_matrix"] == [[1, 0], [1, 2]]
-    assert report["per_class_accuracy"] == {"0": 1.0, "1": pytest.approx(2 / 3)}
+    assert report.accuracy == 0.75
+    assert report.confusion_matrix == [[1, 0], [1, 2]]
+    assert report.per_class_accuracy == {"0": 1.0, "1": pytest.approx(2 / 3)}
     expected_nll = -np.mean(np.log([0.9, 0.8, 0.4, 0.7]))
-    assert report["nll"] == pytest.approx(expected_nll)
+    assert report.nll == pytest.approx(expected_nll)
     # Bins (15 equal widths): 0.9 alone, 0.8 alone, 0.6 alone, 0.7 alone; all but 0.6 correct.
     expected_ece = (0.1 + 0.2 + 0.6 + 0.3) / 4
-    assert report["ece"] == pytest.approx(expected_ece)
+    assert report.ece == pytest.approx(expected_ece)
     assert classification_report(logits, None) is None
 
 

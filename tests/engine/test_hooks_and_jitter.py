@@ -9,16 +9,8 @@ import pytest
 import torch
 
 from tests.engine.test_distill import teacher_and_data  # noqa: F401  (the fixture)
-from worker.engine import (
-    DistillConfig,
-    RunHooks,
-    Splits,
-    StudentSpec,
-    TrainingSpec,
-    distill,
-    load_teacher,
-    run_hooks,
-)
+from tests.support.engine import config, kd, student, training
+from worker.engine import RunHooks, Splits, load_teacher, run_hooks
 from worker.engine.training import jitter
 
 
@@ -37,10 +29,7 @@ class Crash(Exception):
     pass
 
 
-CONFIG = DistillConfig(
-    student=StudentSpec(hidden_sizes=(32,), dropout=0.2),
-    training=TrainingSpec(epochs=6, batch_size=64, seed=3),
-)
+CONFIG = config(student(hidden_sizes=(32,), dropout=0.2), hp=training(6, batch_size=64, seed=3))
 
 
 def _weights(module: torch.nn.Module) -> list[np.ndarray]:
@@ -52,7 +41,7 @@ def test_resumed_run_equals_uninterrupted_run(
 ) -> None:
     path, splits = teacher_and_data
     teacher = load_teacher(path)
-    whole = distill(CONFIG, teacher, splits, device="cpu")
+    whole = kd(CONFIG, teacher, splits, device="cpu")
 
     store = MemoryCheckpoints()
     steps = 0
@@ -65,19 +54,19 @@ def test_resumed_run_equals_uninterrupted_run(
             raise Crash()
 
     with pytest.raises(Crash), run_hooks(RunHooks(on_step=crash_in_epoch_4, checkpoints=store)):
-        distill(CONFIG, teacher, splits, device="cpu")
+        kd(CONFIG, teacher, splits, device="cpu")
     assert store.saved["fit0"][0] == 3  # epochs 1-3 were checkpointed, epoch 4 was not
 
     resumed_from: list[tuple[str, int]] = []
     hooks = RunHooks(checkpoints=store, on_resume=lambda run, e: resumed_from.append((run, e)))
     with run_hooks(hooks):
-        again = distill(CONFIG, teacher, splits, device="cpu")
+        again = kd(CONFIG, teacher, splits, device="cpu")
     assert resumed_from == [("fit0", 3)]
     assert [r.epoch for r in again.history] == list(range(1, 7))
     # Weights, optimizer state and RNG state were restored: the same student, bit for bit.
     for a, b in zip(_weights(whole.student), _weights(again.student), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert again.metrics["student_accuracy"] == whole.metrics["student_accuracy"]
+    assert again.test.student_accuracy == whole.test.student_accuracy
     assert store.saved["fit1"][0] == 6  # the scratch baseline is a run of its own
 
 
@@ -91,7 +80,7 @@ def test_step_hook_stops_within_one_step(teacher_and_data: tuple[Path, Splits]) 
         raise Crash()
 
     with pytest.raises(Crash), run_hooks(RunHooks(on_step=stop_now)):
-        distill(CONFIG, load_teacher(path), splits, device="cpu")
+        kd(CONFIG, load_teacher(path), splits, device="cpu")
     assert calls == 1
 
 
@@ -121,12 +110,10 @@ def test_jitter_runs_the_teacher_per_batch(teacher_and_data: tuple[Path, Splits]
             seen.append(len(x))
             return teacher.logits(x, batch_size)
 
-    config = DistillConfig(
-        student=StudentSpec(hidden_sizes=(32,)),
-        training=TrainingSpec(epochs=10, batch_size=50, jitter_pixels=1),
-        baseline=False,
+    cfg = config(
+        student(hidden_sizes=(32,)), hp=training(10, batch_size=50, jitter_pixels=1), baseline=False
     )
-    outcome = distill(config, Counting(), splits, device="cpu")  # type: ignore[arg-type]
+    outcome = kd(cfg, Counting(), splits, device="cpu")  # type: ignore[arg-type]
     batches = 10 * -(-len(splits.train.x) // 50)
     assert seen.count(50) >= batches - 10  # once per training batch, beside the cached passes
-    assert outcome.metrics["student_accuracy"] > 0.8
+    assert outcome.test.student_accuracy is not None and outcome.test.student_accuracy > 0.8

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from worker.engine.pt2_audit import UnsafeProgram, audit_program, check_expression
 from worker.engine.teachers import TeacherRejected, load_teacher
+from worker.engine.teachers.pt2_audit import UnsafeProgram, audit_program, check_expression
 
 
 @pytest.fixture
@@ -123,7 +123,7 @@ def test_loaded_graphs_are_audited_before_they_run(
 ) -> None:
     """The second line: with the JSON audit switched off, the injected attribute name is still
     caught in the loaded module, before forward (where the injected code would run) is called."""
-    import worker.engine.pt2 as pt2
+    import worker.engine.teachers.pt2 as pt2
 
     marker = tmp_path / "pwned"
     hostile = _rename_weight(program_file, tmp_path / "h.pt2", marker)

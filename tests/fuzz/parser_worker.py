@@ -35,7 +35,7 @@ def _reset_peak_rss() -> None:
 
 
 def main() -> None:
-    from app.datafiles import DatasetRejected, parse_dataset
+    from app.datasets.parsers import DatasetRejected, parse_dataset
 
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
     tracemalloc.start()

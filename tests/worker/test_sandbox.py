@@ -301,19 +301,19 @@ def test_a_mapping_that_is_no_onnx_model_is_rejected_in_either_process(tmp_path:
 
 
 def test_the_worker_builds_onnx_mappings_that_run_in_the_sandbox(tmp_path: Path) -> None:
-    from worker.plan import JobInputError, build_mapping, cross_domain_teachers
+    from app.jobs.spec import OnnxPhi
+    from worker.pipeline.inputs import JobFiles
+    from worker.pipeline.teacher import MappingInputs, build_mapping
 
     path = mapping_onnx(tmp_path / "mapping.onnx")
-    teacher = load_teacher(mlp_onnx(tmp_path / "t.onnx"))
+    files = JobFiles(teachers=[], train=tmp_path / "unused.npz", mapping=path)
     splits: Any = None  # not read for an ONNX mapping
-    mapping = build_mapping({"phi": "onnx"}, teacher, splits, {"mapping": path})
+    phi = OnnxPhi(phi="onnx", mapping_id="tch_mapping")
+    mapping = build_mapping(phi, MappingInputs((1, 8, 8), splits, files, LIMITS))
     assert isinstance(mapping, OnnxMapping) and isinstance(mapping.run, SandboxedMapping)
     assert mapping.run.pid != os.getpid()
     x = np.random.default_rng(3).standard_normal((300, 64)).astype(np.float32)
     assert np.array_equal(mapping(x), OnnxMapping(path, output_shape=(1, 8, 8))(x))
-    wrong = load_teacher(mlp_onnx(tmp_path / "wrong.onnx", shape=(7,)))
-    with pytest.raises(JobInputError, match="teacher takes") as e:
-        cross_domain_teachers(
-            {"cross_domain": {"phi": "onnx"}}, wrong, [wrong], splits, {"mapping": path}
-        )
+    with pytest.raises(MappingRejected, match="teacher takes") as e:
+        build_mapping(phi, MappingInputs((7,), splits, files, LIMITS))
     assert e.value.code == "mapping_invalid"

@@ -1,4 +1,4 @@
-"""Distillation across domains (METHODS.md §6, seed 003).
+"""Distillation across domains (docs/methods.md §6, Bayazitov's thesis).
 
 The teacher f was trained on a source domain; the student learns on a target domain; a
 mapping phi carries target inputs to the source domain, and the student learns from
@@ -19,13 +19,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from worker.engine.teachers import OutputKind, Teacher
+from worker.engine.errors import JobFailure
+from worker.engine.teachers.base import OutputKind, Teacher
 
 CHUNK_ROWS = 8192
 
 
-class MappingRejected(Exception):
+class MappingRejected(JobFailure):
     """The mapping cannot be used; the message says why and what to do."""
+
+    code = "mapping_invalid"
 
 
 class Mapping(Protocol):
@@ -224,7 +227,7 @@ class OnnxFunction:
         )
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        from worker.engine.teachers import run_in_chunks
+        from worker.engine.teachers.base import run_in_chunks
 
         def run(part: np.ndarray) -> np.ndarray:
             out = self.session.run([self.output_name], {self.input_name: part})[0]

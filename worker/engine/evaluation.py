@@ -5,12 +5,57 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 ECE_BINS = 15
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray | None) -> float | None:
+    if y is None or len(y) == 0:
+        return None
+    return float((logits.argmax(axis=1) == y).mean())
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of rows where two models pick the same class."""
+    return float((a.argmax(axis=1) == b.argmax(axis=1)).mean()) if len(a) else 0.0
+
+
+def gap_closed(student: float | None, scratch: float | None, teacher: float | None) -> float | None:
+    """(acc_kd - acc_scratch) / (acc_teacher - acc_scratch), docs/methods.md §8."""
+    if student is None or scratch is None or teacher is None or teacher <= scratch:
+        return None
+    return (student - scratch) / (teacher - scratch)
+
+
+@dataclass(frozen=True)
+class TestLogits:
+    """Teacher, distilled student and scratch student on the test split, and its labels."""
+
+    y: np.ndarray | None
+    teacher: np.ndarray
+    student: np.ndarray
+    scratch: np.ndarray | None
+
+    @property
+    def teacher_accuracy(self) -> float | None:
+        return accuracy(self.teacher, self.y)
+
+    @property
+    def student_accuracy(self) -> float | None:
+        return accuracy(self.student, self.y)
+
+    @property
+    def scratch_accuracy(self) -> float | None:
+        return accuracy(self.scratch, self.y) if self.scratch is not None else None
+
+    @property
+    def gap_closed(self) -> float | None:
+        return gap_closed(self.student_accuracy, self.scratch_accuracy, self.teacher_accuracy)
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -31,8 +76,17 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = ECE
     return float(error)
 
 
-def classification_report(logits: np.ndarray, y: np.ndarray | None) -> dict[str, Any] | None:
-    """Accuracy, NLL, ECE (15 bins), per-class accuracy and the confusion matrix (rows: truth)."""
+@dataclass(frozen=True)
+class ClassReport:
+    accuracy: float
+    nll: float
+    ece: float
+    per_class_accuracy: dict[str, float | None]
+    confusion_matrix: list[list[int]]  # rows: the true class
+
+
+def classification_report(logits: np.ndarray, y: np.ndarray | None) -> ClassReport | None:
+    """Accuracy, NLL, ECE (15 bins), per-class accuracy and the confusion matrix."""
     if y is None or len(y) == 0:
         return None
     log_probs = _log_softmax(logits.astype(np.float64))
@@ -45,13 +99,13 @@ def classification_report(logits: np.ndarray, y: np.ndarray | None) -> dict[str,
         str(c): (float(confusion[c, c] / support[c]) if support[c] else None)
         for c in range(classes)
     }
-    return {
-        "accuracy": float((predicted == y).mean()),
-        "nll": float(-log_probs[np.arange(len(y)), y].mean()),
-        "ece": expected_calibration_error(np.exp(log_probs), y),
-        "per_class_accuracy": per_class,
-        "confusion_matrix": confusion.tolist(),
-    }
+    return ClassReport(
+        accuracy=float((predicted == y).mean()),
+        nll=float(-log_probs[np.arange(len(y)), y].mean()),
+        ece=expected_calibration_error(np.exp(log_probs), y),
+        per_class_accuracy=per_class,
+        confusion_matrix=confusion.tolist(),
+    )
 
 
 def median_latency_ms(run: Callable[[], Any], repeats: int = 30, warmup: int = 3) -> float:

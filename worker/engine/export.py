@@ -9,9 +9,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from worker.engine.errors import JobFailure
 
-class ExportCheckFailed(Exception):
+
+class ExportCheckFailed(JobFailure):
     """The exported ONNX does not reproduce the PyTorch student."""
+
+    code = "export_check_failed"
 
 
 @dataclass(frozen=True)

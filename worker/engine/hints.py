@@ -1,10 +1,10 @@
-"""FitNets hints (Romero et al., METHODS.md §5): before KD, a student layer learns, through a
+"""FitNets hints (Romero et al., docs/methods.md §5): before KD, a student layer learns, through a
 small regressor, to predict an intermediate tensor of the teacher."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,17 +21,27 @@ def hint_layer(student: nn.Module) -> nn.Module:
     return activations[(len(activations) - 1) // 2]
 
 
+@dataclass(frozen=True)
+class HintReport:
+    teacher_output: str
+    epochs: int
+    student_width: int
+    teacher_width: int
+    mse: list[float]  # per epoch
+
+
 def hint_stage(
     student: nn.Module,
     x: torch.Tensor,
     targets: np.ndarray,
+    teacher_output: str,
     epochs: int,
     batch_size: int,
     learning_rate: float,
     seed: int,
-) -> dict[str, Any]:
+) -> HintReport:
     """Train the student's layers up to the hint layer, and a linear regressor on top of it,
-    to predict the teacher's tensor (MSE). Returns the per-epoch loss."""
+    to predict the teacher's tensor `teacher_output` (MSE). Reports the per-epoch loss."""
     device = x.device
     layer = hint_layer(student)
     captured: list[torch.Tensor] = []
@@ -67,9 +77,10 @@ def hint_stage(
             losses.append(float(total) / len(x))
     finally:
         handle.remove()
-    return {
-        "epochs": epochs,
-        "student_width": width,
-        "teacher_width": int(target.shape[1]),
-        "mse": losses,
-    }
+    return HintReport(
+        teacher_output=teacher_output,
+        epochs=epochs,
+        student_width=width,
+        teacher_width=int(target.shape[1]),
+        mse=losses,
+    )

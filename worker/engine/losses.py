@@ -1,4 +1,4 @@
-"""Distillation losses (see METHODS.md §1)."""
+"""Distillation losses (see docs/methods.md §1)."""
 
 from __future__ import annotations
 

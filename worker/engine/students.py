@@ -40,7 +40,7 @@ def _cnn(spec: StudentSpec, input_shape: tuple[int, ...], num_classes: int) -> n
     size = min(input_shape[1:])
     for out in spec.channels:
         layers.append(conv(channels, out, kernel_size=3, padding=1))
-        # A cnn student defaults to batch norm (METHODS.md §7); folded into the conv on export.
+        # A cnn student defaults to batch norm (docs/methods.md §7); folded into the conv on export.
         layers.append(norm(out))
         layers.append(nn.ReLU())
         if size >= 2:

@@ -1,10 +1,14 @@
-"""The distillation loop: teacher outputs once, data on the device, a plain training loop."""
+"""The training loop every method runs: rows already on the device, teacher outputs computed
+beforehand, a plain optimizer loop with a checkpoint after every epoch.
+
+Under run hooks (worker/engine/hooks.py) each step first calls a check that may stop the run,
+and each epoch is checkpointed so that a later attempt resumes where this one stopped."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -12,20 +16,10 @@ import torch
 from torch import nn
 
 from worker.engine.config import DistillConfig
-from worker.engine.data import Splits
-from worker.engine.evaluation import classification_report
-from worker.engine.hints import hint_stage
-from worker.engine.hooks import current_hooks, pack_state, unpack_state
-from worker.engine.logit_cache import LogitCache, teacher_logits
-from worker.engine.losses import UNLABELED, kd_loss_rows
-from worker.engine.students import (
-    Standardize,
-    build_student,
-    count_parameters,
-    default_device,
-    fit_standardization,
-)
-from worker.engine.teachers import Teacher
+from worker.engine.evaluation import accuracy, agreement
+from worker.engine.hooks import CheckpointStore, current_hooks, pack_state, unpack_state
+from worker.engine.losses import kd_loss_rows
+from worker.engine.students import Standardize
 
 
 @dataclass(frozen=True)
@@ -42,22 +36,35 @@ class EpochRecord:
     soft_loss_transfer: float | None = None
 
 
-@dataclass
-class DistillOutcome:
-    student: nn.Module
-    history: list[EpochRecord]
-    metrics: dict[str, Any]
-    scratch_history: list[EpochRecord] = field(default_factory=list)
+EpochCallback = Callable[[EpochRecord], None]
 
 
-def accuracy(logits: np.ndarray, y: np.ndarray | None) -> float | None:
-    if y is None or len(y) == 0:
-        return None
-    return float((logits.argmax(axis=1) == y).mean())
+@dataclass(frozen=True)
+class TrainingRows:
+    """What one training run sees, already on the device."""
+
+    x: torch.Tensor
+    targets: torch.Tensor  # teacher logits, one row per input
+    labels: torch.Tensor | None  # UNLABELED for transfer rows; None: no hard term
+    is_transfer: torch.Tensor  # 1.0 on transfer rows, for reporting the soft term by source
+    labeled_rows: int
+    # x went through the student's Standardize layer once, up front: the training steps run
+    # the layers after it, with no per-batch normalization a plain loop would not have.
+    standardized: bool = False
+
+    def labeled(self, labels: torch.Tensor | None) -> TrainingRows:
+        """The labeled rows alone (the scratch baseline), with these labels."""
+        n = self.labeled_rows
+        return TrainingRows(
+            self.x[:n], self.targets[:n], labels, self.is_transfer[:n], n, self.standardized
+        )
 
 
-def agreement(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a.argmax(axis=1) == b.argmax(axis=1)).mean()) if len(a) else 0.0
+@dataclass(frozen=True)
+class Validation:
+    x: np.ndarray
+    y: np.ndarray | None
+    teacher: np.ndarray  # the teacher's logits: agreement stands in for accuracy without labels
 
 
 @torch.no_grad()
@@ -77,20 +84,6 @@ def predict_logits(
     return torch.cat(outs).numpy() if outs else np.zeros((0, 0), np.float32)
 
 
-@dataclass(frozen=True)
-class _TrainingRows:
-    """What one training run sees, already on the device."""
-
-    x: torch.Tensor
-    targets: torch.Tensor  # teacher logits, one row per input
-    labels: torch.Tensor | None  # UNLABELED for transfer rows; None: no hard term
-    is_transfer: torch.Tensor  # 1.0 on transfer rows, for reporting the soft term by source
-    labeled_rows: int
-    # x went through the student's Standardize layer once, up front: the training steps run
-    # the layers after it, with no per-batch normalization a plain loop would not have.
-    standardized: bool = False
-
-
 def jitter(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
     """Shift each image by its own random offset of up to `pixels` in each spatial direction,
     filling with zeros (Hinton et al. trained their MNIST teacher with 2-pixel jitter).
@@ -108,148 +101,7 @@ def jitter(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Te
     return shifted.squeeze(1) if flat else shifted
 
 
-def _fit(
-    student: nn.Module,
-    rows: _TrainingRows,
-    config: DistillConfig,
-    alpha: float,
-    validation: tuple[np.ndarray, np.ndarray | None, np.ndarray],
-    on_epoch: Callable[[EpochRecord], None] | None,
-    teacher_on_batch: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> list[EpochRecord]:
-    """Train for the configured epochs. With jitter, every batch is shifted afresh and (when
-    `teacher_on_batch` is given) the teacher labels the shifted batch: no cache can serve it.
-
-    Under run hooks: a per-step check that may stop the run, and a checkpoint after every
-    epoch from which a later attempt resumes (weights, optimizer, RNG states, history)."""
-    hp, temperature = config.training, config.method.temperature
-    device = rows.x.device
-    optimizer = torch.optim.Adam(
-        student.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay
-    )
-    shuffle = torch.Generator(device="cpu").manual_seed(hp.seed)
-    shifts = torch.Generator(device="cpu").manual_seed(hp.seed + 1)
-    n = len(rows.x)
-    transfer_rows = n - rows.labeled_rows
-    val_x, val_y, teacher_val = validation
-    history: list[EpochRecord] = []
-    # The cnn student always normalizes, whatever spec.batch_norm says: ask the model.
-    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in student.modules())
-    stepped = _split_standardize(student)[1] if rows.standardized else student
-    hooks = current_hooks()
-    run = hooks.next_run()
-    step_check = hooks.on_step
-    first_epoch = 1
-    saved = hooks.checkpoints.load(run) if hooks.checkpoints is not None else None
-    if saved is not None:
-        state = unpack_state(saved)
-        student.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        shuffle.set_state(state["shuffle"])
-        shifts.set_state(state["shifts"])
-        torch.set_rng_state(state["torch_rng"])
-        history = [EpochRecord(**record) for record in state["history"]]
-        first_epoch = int(state["epoch"]) + 1
-        if hooks.on_resume is not None:
-            hooks.on_resume(run, first_epoch - 1)
-    for epoch in range(first_epoch, hp.epochs + 1):
-        epoch_start = time.perf_counter()
-        student.train()
-        order = torch.randperm(n, generator=shuffle).to(device)
-        stop = config.method.kd_stop_epoch
-        epoch_alpha = 1.0 if stop is not None and epoch > stop else alpha
-        # Detached per-step terms, summed once at the end of the epoch: no per-step reductions.
-        step_terms: list[tuple[torch.Tensor, torch.Tensor]] = []
-        step_sizes: list[int] = []
-        transfer_terms: list[torch.Tensor] = []
-        for start in range(0, n, hp.batch_size):
-            idx = order[start : start + hp.batch_size]
-            if len(idx) < 2 and n > 1 and has_batch_norm:
-                continue  # batch norm cannot train on a single row
-            if step_check is not None:
-                step_check()
-            inputs, targets = rows.x[idx], rows.targets[idx]
-            if hp.jitter_pixels:
-                inputs = jitter(inputs, hp.jitter_pixels, shifts)
-                if teacher_on_batch is not None:
-                    targets = torch.as_tensor(
-                        teacher_on_batch(inputs.cpu().numpy()), dtype=torch.float32, device=device
-                    )
-            out = stepped(inputs)
-            labels = rows.labels[idx] if rows.labels is not None else None
-            loss, soft_rows = kd_loss_rows(
-                out,
-                targets,
-                labels,
-                temperature,
-                epoch_alpha,
-                has_unlabeled=transfer_rows > 0,
-                per_row=transfer_rows > 0,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.total.backward()
-            optimizer.step()
-            step_terms.append((loss.hard.detach(), loss.soft.detach()))
-            step_sizes.append(len(idx))
-            if soft_rows is not None:
-                transfer_terms.append((soft_rows.detach() * rows.is_transfer[idx]).sum())
-        hard, soft, soft_transfer_sum = _epoch_sums(step_terms, step_sizes, transfer_terms)
-        total = epoch_alpha * hard + (1.0 - epoch_alpha) * soft
-        val_logits = predict_logits(student, val_x, device=device)
-        val_acc = accuracy(val_logits, val_y)
-        if val_acc is None and len(val_logits):
-            val_acc = agreement(val_logits, teacher_val)
-        record = EpochRecord(
-            epoch=epoch,
-            loss=total / n,
-            hard_loss=hard / n,
-            soft_loss=soft / n,
-            validation_accuracy=val_acc,
-            seconds=time.perf_counter() - epoch_start,
-            soft_loss_labeled=(
-                (soft - soft_transfer_sum) / rows.labeled_rows if transfer_rows else None
-            ),
-            soft_loss_transfer=soft_transfer_sum / transfer_rows if transfer_rows else None,
-        )
-        history.append(record)
-        if hooks.checkpoints is not None:
-            hooks.checkpoints.save(
-                run,
-                epoch,
-                pack_state(
-                    {
-                        "model": student.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "shuffle": shuffle.get_state(),
-                        "shifts": shifts.get_state(),
-                        "torch_rng": torch.get_rng_state(),
-                        "history": [asdict(r) for r in history],
-                        "epoch": epoch,
-                    }
-                ),
-            )
-        if on_epoch is not None:
-            on_epoch(record)
-    return history
-
-
-def _epoch_sums(
-    terms: list[tuple[torch.Tensor, torch.Tensor]],
-    sizes: list[int],
-    transfer: list[torch.Tensor],
-) -> tuple[float, float, float]:
-    """Row-weighted sums of an epoch's hard and soft terms, and the soft term's sum over
-    transfer rows."""
-    if not terms:
-        return 0.0, 0.0, 0.0
-    stacked = torch.stack([torch.stack(pair) for pair in terms])
-    weights = torch.tensor(sizes, dtype=stacked.dtype, device=stacked.device)
-    hard, soft = (stacked * weights[:, None]).sum(0).tolist()
-    transfer_sum = float(torch.stack(transfer).sum()) if transfer else 0.0
-    return hard, soft, transfer_sum
-
-
-def _split_standardize(student: nn.Module) -> tuple[nn.Module, nn.Module]:
+def split_standardize(student: nn.Module) -> tuple[nn.Module, nn.Module]:
     """A standardizing student's two parts: its leading Standardize and the layers after it."""
     if not (
         isinstance(student, nn.Sequential)
@@ -260,167 +112,177 @@ def _split_standardize(student: nn.Module) -> tuple[nn.Module, nn.Module]:
     return student[0], student[1]
 
 
-def gap_closed(student: float | None, scratch: float | None, teacher: float | None) -> float | None:
-    """(acc_kd - acc_scratch) / (acc_teacher - acc_scratch), METHODS.md §8."""
-    if student is None or scratch is None or teacher is None or teacher <= scratch:
-        return None
-    return (student - scratch) / (teacher - scratch)
+class _Run:
+    """The state one training run checkpoints: model, optimizer, RNGs, history."""
+
+    def __init__(self, student: nn.Module, config: DistillConfig) -> None:
+        hp = config.training
+        self.student = student
+        self.optimizer = torch.optim.Adam(
+            student.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay
+        )
+        self.shuffle = torch.Generator(device="cpu").manual_seed(hp.seed)
+        self.shifts = torch.Generator(device="cpu").manual_seed(hp.seed + 1)
+        self.history: list[EpochRecord] = []
+
+    def state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "model": self.student.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "shuffle": self.shuffle.get_state(),
+            "shifts": self.shifts.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": [asdict(r) for r in self.history],
+            "epoch": epoch,
+        }
+
+    def restore(self, store: CheckpointStore | None, name: str) -> int:
+        """Resume from the run's checkpoint, if an earlier attempt left one: the last epoch
+        it finished (0 when starting afresh)."""
+        saved = store.load(name) if store is not None else None
+        if saved is None:
+            return 0
+        state = unpack_state(saved)
+        self.student.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.shuffle.set_state(state["shuffle"])
+        self.shifts.set_state(state["shifts"])
+        torch.set_rng_state(state["torch_rng"])
+        self.history = [EpochRecord(**record) for record in state["history"]]
+        return int(state["epoch"])
 
 
-def distill(
+@dataclass(frozen=True)
+class _EpochSums:
+    hard: float
+    soft: float
+    soft_transfer: float
+
+
+def _epoch(
+    run: _Run,
+    rows: TrainingRows,
     config: DistillConfig,
-    teacher: Teacher,
-    splits: Splits,
-    on_epoch: Callable[[EpochRecord], None] | None = None,
-    on_stage: Callable[[str], None] | None = None,
-    device: str | None = None,
-    cache: LogitCache | None = None,
-    on_baseline_epoch: Callable[[EpochRecord], None] | None = None,
-) -> DistillOutcome:
-    """Train a student on the teacher's softened outputs, and (config.baseline) the same
-    student from scratch on the labeled rows with the same budget and seed; evaluate both on
-    the test split.
-
-    The callbacks may raise to abort (the caller's cancellation); the exception propagates."""
-    stage = on_stage or (lambda _: None)
-    run_on = torch.device(device) if device else default_device()
-    method = config.method
-
-    stage("teacher_outputs")
-    # The teacher's outputs are computed once (and cached across jobs when a cache is given):
-    # nothing random reaches the teacher's input per epoch.
-    teacher_train = teacher_logits(teacher, splits.train.x, cache)
-    teacher_val = teacher_logits(teacher, splits.validation.x, cache)
-    teacher_test = teacher_logits(teacher, splits.test.x, cache)
-    transfer_x = [part.x for part in splits.transfer]
-    teacher_transfer = [teacher_logits(teacher, part, cache) for part in transfer_x]
-    labeled_rows = len(splits.train.x)
-    validation = (splits.validation.x, splits.validation.y, teacher_val)
-
-    stage("training")
-    x = torch.as_tensor(
-        np.concatenate([splits.train.x, *transfer_x]), dtype=torch.float32, device=run_on
-    )
-    is_transfer = torch.zeros(len(x), dtype=torch.float32, device=run_on)
-    is_transfer[labeled_rows:] = 1.0
-    train_labels = (
-        torch.as_tensor(splits.train.y, dtype=torch.long, device=run_on)
-        if splits.train.y is not None
-        else None
-    )
-    labels = None
-    hard_term = method.alpha > 0 or method.kd_stop_epoch is not None
-    if train_labels is not None and hard_term:
-        labels = torch.full((len(x),), UNLABELED, dtype=torch.long, device=run_on)
-        labels[:labeled_rows] = train_labels
-    rows = _TrainingRows(
-        x=x,
-        targets=torch.as_tensor(
-            np.concatenate([teacher_train, *teacher_transfer]), dtype=torch.float32, device=run_on
-        ),
-        labels=labels,
-        is_transfer=is_transfer,
-        labeled_rows=labeled_rows,
-    )
-    torch.manual_seed(config.training.seed)
-    standardization = (
-        fit_standardization(splits.train.x, per_channel=config.student.architecture == "cnn")
-        if config.student.normalize
-        else None
-    )
-    student = build_student(
-        config.student, teacher.input_shape, teacher.num_classes, standardization
-    ).to(run_on)
-    hint_report = None
-    if method.hint_output is not None:
-        stage("hints")
-        hint_of = getattr(teacher, "hint", None)
-        if hint_of is None:
-            raise ValueError("hints need a teacher that exposes intermediate tensors (ONNX)")
-        hint_report = hint_stage(
-            student,
-            x[:labeled_rows],
-            hint_of(splits.train.x, method.hint_output),
-            method.hint_epochs,
-            config.training.batch_size,
-            config.training.learning_rate,
-            config.training.seed,
+    alpha: float,
+    teacher_on_batch: Callable[[np.ndarray], np.ndarray] | None,
+) -> _EpochSums:
+    """One pass over the rows in a fresh order. Per-step terms stay on the device, detached,
+    and are summed once at the end of the epoch: no per-step reductions."""
+    hp, temperature, n = config.training, config.method.temperature, len(rows.x)
+    student, device = run.student, rows.x.device
+    student.train()
+    stepped = split_standardize(student)[1] if rows.standardized else student
+    # A cnn student always normalizes, whatever spec.batch_norm says: ask the model.
+    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in student.modules())
+    step_check, transfer_rows = current_hooks().on_step, n - rows.labeled_rows
+    order = torch.randperm(n, generator=run.shuffle).to(device)
+    terms: list[tuple[torch.Tensor, torch.Tensor]] = []
+    sizes: list[int] = []
+    transfer_terms: list[torch.Tensor] = []
+    for start in range(0, n, hp.batch_size):
+        idx = order[start : start + hp.batch_size]
+        if len(idx) < 2 and n > 1 and has_batch_norm:
+            continue  # batch norm cannot train on a single row
+        if step_check is not None:
+            step_check()
+        inputs, targets = rows.x[idx], rows.targets[idx]
+        if hp.jitter_pixels:
+            inputs = jitter(inputs, hp.jitter_pixels, run.shifts)
+            if teacher_on_batch is not None:
+                fresh = teacher_on_batch(inputs.cpu().numpy())
+                targets = torch.as_tensor(fresh, dtype=torch.float32, device=device)
+        labels = rows.labels[idx] if rows.labels is not None else None
+        loss, soft_rows = kd_loss_rows(
+            stepped(inputs),
+            targets,
+            labels,
+            temperature,
+            alpha,
+            has_unlabeled=transfer_rows > 0,
+            per_row=transfer_rows > 0,
         )
-        hint_report["teacher_output"] = method.hint_output
-        stage("training")
-    if standardization is not None and not config.training.jitter_pixels:
-        # Once, up front (after the hint stage, which reads raw rows); the raw copy is dropped.
-        # Jitter shifts raw images (zero fill), so it keeps the per-batch layer.
-        with torch.no_grad():
-            x = _split_standardize(student)[0](x)
-        rows = replace(rows, x=x, standardized=True)
-    started = time.perf_counter()
-    history = _fit(
-        student, rows, config, method.alpha, validation, on_epoch, lambda b: teacher.logits(b)
-    )
-    train_seconds = time.perf_counter() - started
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.total.backward()
+        run.optimizer.step()
+        terms.append((loss.hard.detach(), loss.soft.detach()))
+        sizes.append(len(idx))
+        if soft_rows is not None:
+            transfer_terms.append((soft_rows.detach() * rows.is_transfer[idx]).sum())
+    return _epoch_sums(terms, sizes, transfer_terms)
 
-    scratch_history: list[EpochRecord] = []
-    scratch_test: np.ndarray | None = None
-    baseline_note = None
-    if config.baseline and train_labels is None:
-        baseline_note = "skipped: the training data has no labels to learn from without a teacher"
-    elif config.baseline and train_labels is not None:
-        stage("baseline")
-        # Same student, rows, budget and seed; hard labels only, so no transfer rows.
-        scratch_rows = _TrainingRows(
-            x=rows.x[:labeled_rows],
-            targets=rows.targets[:labeled_rows],
-            labels=train_labels,
-            is_transfer=is_transfer[:labeled_rows],
-            labeled_rows=labeled_rows,
-            standardized=rows.standardized,
-        )
-        torch.manual_seed(config.training.seed)
-        scratch = build_student(
-            config.student, teacher.input_shape, teacher.num_classes, standardization
-        )
-        scratch = scratch.to(run_on)
-        scratch_history = _fit(scratch, scratch_rows, config, 1.0, validation, on_baseline_epoch)
-        scratch_test = predict_logits(scratch, splits.test.x, device=run_on)
 
-    stage("evaluating")
-    student_test = predict_logits(student, splits.test.x, device=run_on)
-    student = student.cpu().eval()
-    teacher_acc = accuracy(teacher_test, splits.test.y)
-    student_acc = accuracy(student_test, splits.test.y)
-    scratch_acc = accuracy(scratch_test, splits.test.y) if scratch_test is not None else None
-    metrics: dict[str, Any] = {
-        "teacher_accuracy": teacher_acc,
-        "student_accuracy": student_acc,
-        "scratch_accuracy": scratch_acc,
-        "gap_closed": gap_closed(student_acc, scratch_acc, teacher_acc),
-        "agreement": agreement(student_test, teacher_test),
-        "scratch_agreement": (
-            agreement(scratch_test, teacher_test) if scratch_test is not None else None
-        ),
-        "teacher_parameters": teacher.parameters,
-        "student_parameters": count_parameters(student),
-        "train_seconds": train_seconds,
-        "device": str(run_on),
-        "test_rows": len(splits.test.x),
-        "transfer": {
-            "labeled_rows": labeled_rows,
-            "transfer_rows": len(x) - labeled_rows,
-            "sources": {part.source: len(part.x) for part in splits.transfer},
-        },
-        "baseline": baseline_note or ("trained" if config.baseline else "off"),
-        "hint": hint_report,
-        "evaluation": {
-            "teacher": classification_report(teacher_test, splits.test.y),
-            "student": classification_report(student_test, splits.test.y),
-            "scratch": (
-                classification_report(scratch_test, splits.test.y)
-                if scratch_test is not None
-                else None
-            ),
-        },
-    }
-    return DistillOutcome(
-        student=student, history=history, metrics=metrics, scratch_history=scratch_history
+def _epoch_sums(
+    terms: list[tuple[torch.Tensor, torch.Tensor]], sizes: list[int], transfer: list[torch.Tensor]
+) -> _EpochSums:
+    """Row-weighted sums of an epoch's hard and soft terms, and the soft term's sum over
+    transfer rows: one reduction per epoch."""
+    if not terms:
+        return _EpochSums(0.0, 0.0, 0.0)
+    stacked = torch.stack([torch.stack(pair) for pair in terms])
+    weights = torch.tensor(sizes, dtype=stacked.dtype, device=stacked.device)
+    hard, soft = (stacked * weights[:, None]).sum(0).tolist()
+    return _EpochSums(hard, soft, float(torch.stack(transfer).sum()) if transfer else 0.0)
+
+
+def _record(
+    epoch: int,
+    sums: _EpochSums,
+    alpha: float,
+    rows: TrainingRows,
+    validation_accuracy: float | None,
+    seconds: float,
+) -> EpochRecord:
+    n, transfer = len(rows.x), len(rows.x) - rows.labeled_rows
+    return EpochRecord(
+        epoch=epoch,
+        loss=(alpha * sums.hard + (1.0 - alpha) * sums.soft) / n,
+        hard_loss=sums.hard / n,
+        soft_loss=sums.soft / n,
+        validation_accuracy=validation_accuracy,
+        seconds=seconds,
+        soft_loss_labeled=(sums.soft - sums.soft_transfer) / rows.labeled_rows
+        if transfer
+        else None,
+        soft_loss_transfer=sums.soft_transfer / transfer if transfer else None,
     )
+
+
+def _validation_accuracy(student: nn.Module, validation: Validation) -> float | None:
+    logits = predict_logits(student, validation.x)
+    found = accuracy(logits, validation.y)
+    if found is None and len(logits):
+        return agreement(logits, validation.teacher)
+    return found
+
+
+def fit(
+    student: nn.Module,
+    rows: TrainingRows,
+    config: DistillConfig,
+    alpha: float,
+    validation: Validation,
+    on_epoch: EpochCallback | None = None,
+    teacher_on_batch: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> list[EpochRecord]:
+    """Train for the configured epochs at this alpha (1.0 after kd_stop_epoch). With jitter,
+    every batch is shifted afresh and (when `teacher_on_batch` is given) the teacher labels
+    the shifted batch: no cache can serve it."""
+    hooks = current_hooks()
+    name = hooks.next_run()
+    run = _Run(student, config)
+    done = run.restore(hooks.checkpoints, name)
+    if done and hooks.on_resume is not None:
+        hooks.on_resume(name, done)
+    stop = config.method.kd_stop_epoch
+    for epoch in range(done + 1, config.training.epochs + 1):
+        started = time.perf_counter()
+        epoch_alpha = 1.0 if stop is not None and epoch > stop else alpha
+        sums = _epoch(run, rows, config, epoch_alpha, teacher_on_batch)
+        seen = _validation_accuracy(student, validation)
+        record = _record(epoch, sums, epoch_alpha, rows, seen, time.perf_counter() - started)
+        run.history.append(record)
+        if hooks.checkpoints is not None:
+            hooks.checkpoints.save(name, epoch, pack_state(run.state(epoch)))
+        if on_epoch is not None:
+            on_epoch(record)
+    return run.history

@@ -18,10 +18,10 @@ CHUNK_ROWS = 8192
 class SynthesisSpec:
     method: str  # "mixup" | "noise" | "shift" | "vae"
     size: int
-    seed: int = 0
-    mixup_alpha: float = 1.0  # Beta(a, a) mixing weights
-    noise_sigma: float = 0.5  # noise std as a multiple of each feature's std
-    shift_pixels: int = 2  # Hinton's MNIST teacher used 2-pixel jitter
+    seed: int
+    mixup_alpha: float  # Beta(a, a) mixing weights
+    noise_sigma: float  # noise std as a multiple of each feature's std
+    shift_pixels: int  # Hinton's MNIST teacher used 2-pixel jitter
 
 
 def _mixup(x: np.ndarray, rows: int, rng: np.random.Generator, spec: SynthesisSpec) -> np.ndarray:

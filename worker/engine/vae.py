@@ -1,4 +1,4 @@
-"""A learned mapping between domains (METHODS.md §6, seed 003): a variational autoencoder
+"""A learned mapping between domains (docs/methods.md §6, Bayazitov's thesis): a VAE
 with one encoder and two decoders, trained on target rows paired by class with source rows.
 
     L = ||x_s - dec_s(z)||^2 + ||x_t - dec_t(z)||^2 + beta * KL(q(z | x_t) || N(0, I))
@@ -23,13 +23,13 @@ from worker.engine.crossdomain import MappingRejected
 
 @dataclass(frozen=True)
 class VaeSpec:
-    latent_dim: int = 16
-    hidden: int = 256
-    epochs: int = 150
-    batch_size: int = 128
-    learning_rate: float = 2e-3
-    beta: float = 0.5  # weight of the KL term
-    seed: int = 0
+    latent_dim: int
+    hidden: int
+    epochs: int
+    learning_rate: float
+    beta: float  # weight of the KL term
+    seed: int
+    batch_size: int = 128  # not a job setting: the VAE's own
 
 
 class CrossDomainVAE(nn.Module):
@@ -158,7 +158,7 @@ def train_vae(
     y_target: np.ndarray,
     x_source: np.ndarray,
     y_source: np.ndarray,
-    spec: VaeSpec = VaeSpec(),
+    spec: VaeSpec,
     held_out: tuple[np.ndarray, np.ndarray] | None = None,
     on_epoch: Any = None,
 ) -> VaeMapping:

@@ -1,4 +1,4 @@
-"""Ensembles of teachers (METHODS.md §2): the target is the mean of their softened outputs."""
+"""Ensembles of teachers (docs/methods.md §2): the target is the mean of their softened outputs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from worker.engine.teachers import OutputKind, Teacher
+from worker.engine.teachers.base import OutputKind, Teacher
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:

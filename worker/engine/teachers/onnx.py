@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.engine.teachers import (
+from worker.engine.teachers.base import (
     EXPORT_ADVICE,
     OutputKind,
     TeacherRejected,
@@ -158,7 +158,7 @@ class OnnxTeacher:
         self.details = {"input_name": self.input_name, "outputs_found": found}
 
     def _hint_candidates(self) -> list[str]:
-        """Intermediate float tensors a FitNets hint can regress onto (METHODS.md §5)."""
+        """Intermediate float tensors a FitNets hint can regress onto (docs/methods.md §5)."""
         import onnx
 
         try:

@@ -18,7 +18,7 @@ from typing import Any
 from app.errors import InvalidInput
 from app.settings import get_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _environment() -> dict[str, str]:

@@ -7,16 +7,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Query, Response, UploadFile
 
 from app import idempotency
-from app.api.deps import SessionDep, SettingsDep
 from app.auth import TenantDep
+from app.deps import SessionDep, SettingsDep
 from app.errors import PROBLEM_RESPONSES
 from app.idempotency import IdempotencyKeyHeader, request_digest
-from app.inspection import inspect_teacher_file
 from app.models import Teacher, new_id
 from app.ownership import owned
-from app.pagination import newest_first
-from app.schemas import Page, TeacherPublic
+from app.pagination import Page, newest_first
 from app.storage import store_file
+from app.teachers.inspection import inspect_teacher_file
+from app.teachers.schemas import TeacherPublic
 from app.uploads import received_file
 
 router = APIRouter(prefix="/v1/teachers", tags=["teachers"])

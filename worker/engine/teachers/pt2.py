@@ -1,4 +1,4 @@
-"""Loading torch.export archives (.pt2) without running any pickle they carry.
+"""Teachers saved with torch.export.save (.pt2), loaded without running any pickle they carry.
 
 torch.export.load falls back to torch.load(weights_only=False) and pickle.loads for some
 payloads; a hostile archive would run code there. So the archive's payload configs are checked
@@ -14,7 +14,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from worker.engine.pt2_audit import UnsafeProgram, audit_module, audit_program, check_name
+import numpy as np
+
+from worker.engine.teachers.base import (
+    EXPORT_ADVICE,
+    OutputKind,
+    TeacherRejected,
+    looks_like_probabilities,
+    probabilities_to_logits,
+    run_in_chunks,
+)
+from worker.engine.teachers.pt2_audit import (
+    UnsafeProgram,
+    audit_module,
+    audit_program,
+    check_name,
+)
 
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 MAX_PROGRAM_BYTES = 256 * 1024 * 1024
@@ -138,3 +153,107 @@ def load_pt2_program(path: Path, rejected: type[Exception], advice: str) -> tupl
             f"the .pt2 program could not be loaded ({type(exc).__name__}: {str(exc)[:300]}); "
             f"{advice}"
         ) from exc
+
+
+def _batch_bounds(program: Any, batch: Any) -> tuple[int, int | None]:
+    """The smallest and largest batch the program accepts, from its range constraints."""
+    if isinstance(batch, int):
+        return batch, batch
+    try:
+        bounds = program.range_constraints[batch.node.expr]
+        lower = max(2, int(bounds.lower))
+        upper = None if bounds.upper.is_infinite else int(bounds.upper)
+        return lower, (upper if upper is None or upper >= lower else None)
+    except Exception:
+        return 2, None
+
+
+class Pt2Teacher:
+    """A program saved with torch.export.save, loaded without unpickling anything."""
+
+    format = "pt2"
+    fingerprint: str | None = None
+
+    def __init__(self, path: Path) -> None:
+        import torch
+
+        program, self.module = load_pt2_program(path, TeacherRejected, EXPORT_ADVICE)
+        inputs = [
+            node
+            for node in program.graph.nodes
+            if node.op == "placeholder" and node.name in program.graph_signature.user_inputs
+        ]
+        if len(inputs) != 1:
+            raise TeacherRejected(
+                f"the program takes {len(inputs)} inputs; a teacher takes exactly one tensor"
+            )
+        value = inputs[0].meta.get("val")
+        shape = list(getattr(value, "shape", ()))
+        if len(shape) < 2:
+            raise TeacherRejected(
+                f"the program's input has shape {shape}; expected a batch dimension followed "
+                "by the features"
+            )
+        rest = shape[1:]
+        if not all(isinstance(d, int) for d in rest):
+            raise TeacherRejected(
+                f"input dimensions after the batch must be static, found {shape}; export with "
+                "dynamic_shapes only on dimension 0"
+            )
+        if getattr(value, "dtype", None) != torch.float32:
+            raise TeacherRejected(
+                f"the program's input is {getattr(value, 'dtype', None)}, not float32; export "
+                "it with a float32 example input"
+            )
+        self.input_shape = tuple(int(d) for d in rest)
+        self.fixed_batch = int(shape[0]) if isinstance(shape[0], int) else None
+        self.min_batch, self.max_batch = _batch_bounds(program, shape[0])
+        self.parameters = sum(
+            int(t.numel())
+            for name, t in program.state_dict.items()
+            if name in program.graph_signature.parameters
+        )
+        self.output_name = "output"
+        self._torch = torch
+        probe = np.random.default_rng(0).standard_normal((8, *self.input_shape)).astype(np.float32)
+        try:
+            out = self._raw(probe)
+        except Exception as exc:
+            raise TeacherRejected(
+                f"the program fails on an input of shape {[8, *self.input_shape]}: "
+                f"{type(exc).__name__}: {str(exc)[:300]}"
+            ) from exc
+        if out.ndim != 2 or out.shape[0] != 8 or out.shape[1] < 2:
+            raise TeacherRejected(
+                f"the program's output has shape {list(out.shape)}; a classifier teacher must "
+                "return one row of class scores per input, shaped [batch, classes]"
+            )
+        self.num_classes = int(out.shape[1])
+        self.output_kind: OutputKind = (
+            "probabilities" if looks_like_probabilities(out) else "logits"
+        )
+        self.details = {
+            "input_name": inputs[0].name,
+            "outputs_found": {self.output_name: f"tensor(float) {list(out.shape[1:])}"},
+        }
+
+    def _forward(self, part: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.no_grad():
+            # A dynamic batch dimension has a lower bound (at least 2: export specialises 0
+            # and 1 away); a short chunk is padded with copies of its first row.
+            rows = len(part)
+            if self.fixed_batch is None and rows < self.min_batch:
+                part = np.concatenate([part, np.repeat(part[:1], self.min_batch - rows, axis=0)])
+            out = self.module(torch.from_numpy(np.ascontiguousarray(part)))
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            return np.asarray(out.detach().float().cpu().numpy())[:rows]
+
+    def _raw(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        chunk = min(batch_size, self.max_batch) if self.max_batch else batch_size
+        return run_in_chunks(self._forward, x.astype(np.float32), chunk, self.fixed_batch)
+
+    def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        raw = self._raw(x, batch_size)
+        return probabilities_to_logits(raw) if self.output_kind == "probabilities" else raw

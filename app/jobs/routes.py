@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import time
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -16,19 +14,22 @@ from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from app import idempotency
-from app.api.deps import SessionDep, SettingsDep
 from app.auth import TenantDep
 from app.db import session_scope
+from app.deps import SessionDep, SettingsDep
 from app.errors import PROBLEM_RESPONSES, NotFound
-from app.events import event_public, events_after
+from app.failpoints import failpoint
 from app.idempotency import IdempotencyKeyHeader, request_digest
-from app.jobs import TERMINAL, create_job, job_public, request_cancel
+from app.jobs.events import event_public, events_after
+from app.jobs.outbox import publish_pending
+from app.jobs.schemas import ArtifactPublic, JobEventPublic, JobPublic
+from app.jobs.service import create_job, job_public
+from app.jobs.spec import JobCreate
+from app.jobs.state import TERMINAL, JobStatus, request_cancel
 from app.models import Artifact, Blob, Job, new_id
-from app.outbox import publish_pending
 from app.ownership import owned
-from app.pagination import newest_first
+from app.pagination import Page, newest_first
 from app.queue import publish_job
-from app.schemas import ArtifactPublic, JobCreate, JobEventPublic, JobPublic, Page
 from app.storage import iter_blob
 
 log = logging.getLogger(__name__)
@@ -59,17 +60,16 @@ def submit_job(
                 if first is not None:
                     return _replay(response, session, first, tenant)
                 idempotency.claim(session, tenant, "jobs", idempotency_key, digest, job_id)
-            create_job(session, body, tenant, job_id)
+            create_job(session, body, tenant, settings, job_id)
     except idempotency.KeyTaken:
         first = idempotency.winner(tenant, "jobs", idempotency_key or "", digest)
         with session_scope() as session:
             return _replay(response, session, first, tenant)
-    if settings.failpoint == "after_job_commit":
-        os.kill(os.getpid(), signal.SIGKILL)  # fault tests: die between commit and publish
+    failpoint("after_job_commit")
     try:
         publish_pending(publish_job, job_id)
     except Exception:
-        # The message stays in the outbox; every worker's maintenance loop sends it later.
+        # The message stays in the outbox; every worker's relay sends it later.
         log.warning("broker unreachable; job %s will be published from the outbox", job_id)
     with session_scope() as session:
         return job_public(_job(session, job_id, tenant))
@@ -94,7 +94,7 @@ def list_jobs(
         str | None, Query(description="id of the last job of the previous page")
     ] = None,
     status: Annotated[
-        Literal["queued", "running", "succeeded", "failed", "cancelled"] | None,
+        JobStatus | None,
         Query(description="only jobs in this state"),
     ] = None,
 ) -> dict[str, Any]:

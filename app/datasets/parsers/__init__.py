@@ -24,14 +24,14 @@ from typing import IO
 import numpy as np
 from numpy.lib import format as npy_format
 
-from app.imagefiles import (
+from app.datasets.parsers.images import (
     IMAGE_SUFFIXES,
     MAX_IMAGES,
     ImageArchiveError,
     parse_size,
     read_image_archive,
 )
-from app.tablefiles import PARQUET_MAGIC, TableError, read_parquet
+from app.datasets.parsers.parquet import PARQUET_MAGIC, TableError, read_parquet
 
 MAX_COMPRESSION_RATIO = 1000
 # What an upload may decode to (on disk, streamed), however small the upload: a ceiling on

@@ -1,5 +1,5 @@
 """The outbox: a job's message is written in the job's own transaction and published after
-the commit, by the API at once and by every worker's maintenance loop for anything left behind
+the commit, by the API at once and by every worker's relay for anything left behind
 (an API that died between commit and publish, a broker that was down or lost its messages).
 
 Publishing twice is harmless: a worker claims a job with a compare-and-set on its row, so a

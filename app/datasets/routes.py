@@ -10,15 +10,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from app import idempotency
-from app.api.deps import SessionDep, SettingsDep
 from app.auth import TenantDep
-from app.datafiles import DatasetRejected, parse_dataset
+from app.datasets.parsers import DatasetRejected, parse_dataset
+from app.datasets.schemas import DatasetPublic
+from app.deps import SessionDep, SettingsDep
 from app.errors import PROBLEM_RESPONSES, InvalidInput
 from app.idempotency import IdempotencyKeyHeader, request_digest
 from app.models import Dataset, new_id
 from app.ownership import owned
-from app.pagination import newest_first
-from app.schemas import DatasetPublic, Page
+from app.pagination import Page, newest_first
 from app.storage import store_file
 from app.uploads import received_file
 

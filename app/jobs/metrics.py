@@ -1,0 +1,209 @@
+"""What a job reports: `JobMetrics` once it has succeeded (also stored as metrics.json), and
+`JobProgress` while it trains. The worker builds these models, the API serves them, the
+report renders them, and the Python client's types are generated from them
+(`distillery/types.py`, checked by a test), so none of them can drift from the others."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.jobs.spec import KDMethodConfig, StudentConfig, TrainingConfig, TransferConfig
+
+
+class _Report(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EpochMetrics(_Report):
+    epoch: int
+    loss: float
+    hard_loss: float
+    soft_loss: float
+    validation_accuracy: float | None
+    seconds: float
+    soft_loss_labeled: float | None = Field(
+        default=None, description="The soft term on the labeled rows (with transfer rows)."
+    )
+    soft_loss_transfer: float | None = Field(
+        default=None, description="The soft term on the transfer rows."
+    )
+
+
+class ClassificationReport(_Report):
+    accuracy: float
+    nll: float
+    ece: float = Field(description="Expected calibration error, 15 bins.")
+    per_class_accuracy: dict[str, float | None]
+    confusion_matrix: list[list[int]] = Field(description="Rows: true class.")
+
+
+class Evaluation(_Report):
+    teacher: ClassificationReport | None
+    student: ClassificationReport | None
+    scratch: ClassificationReport | None
+
+
+class BatchLatency(_Report):
+    student_onnx: float
+    teacher: float
+    speedup: float | None
+
+
+class Latency(_Report):
+    teacher_runtime: str
+    repeats: int
+    batch_1: BatchLatency
+    batch_64: BatchLatency
+
+
+class TransferCounts(_Report):
+    labeled_rows: int
+    transfer_rows: int
+    sources: dict[str, int]
+
+
+class HintReport(_Report):
+    teacher_output: str
+    epochs: int
+    student_width: int
+    teacher_width: int
+    mse: list[float]
+
+
+class AssistantReport(_Report):
+    step: int
+    architecture: str
+    hidden_sizes: list[int]
+    channels: list[int]
+    parameters: int
+    accuracy: float | None
+    agreement_with_teacher: float
+    onnx: str | None = None
+    onnx_bytes: int | None = None
+
+
+class CheckpointReport(_Report):
+    checkpoint: int
+    teacher_accuracy: float | None
+    teacher_parameters: int
+    validation_accuracy: float
+    student_accuracy: float | None
+    chosen: bool
+
+
+class EnsembleMember(_Report):
+    id: str
+    output_name: str
+    output_kind: str
+    parameters: int
+    accuracy: float | None
+
+
+class TeacherReport(_Report):
+    id: str
+    output_name: str
+    output_kind: str
+    input_shape: list[int]
+    num_classes: int
+    ensemble: list[EnsembleMember] | None
+
+
+class SizedStudent(_Report):
+    max_parameters: int
+    compression: float | None
+    hidden_sizes: list[int]
+    channels: list[int]
+
+
+class StudentReport(StudentConfig):
+    sized: SizedStudent | None = Field(description="What automatic sizing chose, if asked.")
+
+
+class SplitPart(_Report):
+    rows: int
+    source: str
+
+
+class SplitFractions(_Report):
+    train: float
+    validation: float
+    test: float
+
+
+class SplitReport(_Report):
+    seed: int
+    method: str | None = None
+    fractions: SplitFractions | None = None
+    train: SplitPart
+    validation: SplitPart
+    test: SplitPart
+
+
+class CacheCounts(_Report):
+    hits: int
+    misses: int
+
+
+class TransferSpecReport(_Report):
+    transfer_dataset_ids: list[str]
+    synthesize: TransferConfig | None
+
+
+class CrossDomainReport(BaseModel):
+    """phi and the shapes it maps between, then the mapping's own parameters (sigma, kernel,
+    the uploaded mapping's sha256, the VAE's reconstruction losses and history)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    phi: str
+    target_input_shape: list[int]
+    teacher_input_shape: list[int]
+
+
+class JobMetrics(_Report):
+    teacher_accuracy: float | None
+    student_accuracy: float | None
+    scratch_accuracy: float | None
+    gap_closed: float | None = Field(description="(student - scratch) / (teacher - scratch).")
+    agreement: float = Field(description="Share of test rows where student and teacher agree.")
+    scratch_agreement: float | None
+    teacher_parameters: int
+    student_parameters: int
+    train_seconds: float
+    device: str
+    test_rows: int
+    transfer: TransferCounts
+    baseline: str
+    hint: HintReport | None
+    evaluation: Evaluation
+    onnx_bytes: int
+    onnx_max_abs_diff: float
+    onnx_opset: int
+    latency_ms: Latency
+    history: list[EpochMetrics]
+    history_scratch: list[EpochMetrics]
+    split: SplitReport
+    teacher_output_cache: CacheCounts
+    teacher: TeacherReport
+    student: StudentReport
+    method: KDMethodConfig
+    training: TrainingConfig
+    cross_domain: CrossDomainReport | None
+    transfer_spec: TransferSpecReport
+    assistants: list[AssistantReport] | None = None
+    checkpoints: list[CheckpointReport] | None = None
+
+
+class JobProgress(_Report):
+    """The live view while a job trains: the curves so far."""
+
+    latest: EpochMetrics | None = None
+    latest_scratch: EpochMetrics | None = None
+    history: list[EpochMetrics] = []
+    history_scratch: list[EpochMetrics] = []
+
+
+# A succeeded job's report, else its progress; tried in this order.
+MetricsView = Annotated[JobMetrics | JobProgress, Field(union_mode="left_to_right")]

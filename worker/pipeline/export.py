@@ -1,0 +1,65 @@
+"""Stage `export`: the student (and each assistant) as ONNX, checked in onnxruntime against
+PyTorch, and as safetensors; then the latency of student and teacher on this worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.jobs.metrics import BatchLatency, Latency
+from worker.engine import MethodResult, OnnxExport, Teacher, export_onnx, save_safetensors
+from worker.engine.evaluation import onnx_latency_ms, teacher_latency_ms
+from worker.pipeline.context import JobRun
+from worker.pipeline.plan import TrainingPlan
+
+LATENCY_REPEATS = 30
+ONNX_MEDIA_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Exported:
+    student: OnnxExport
+    latency: Latency
+    # Every file to deliver, by artifact name, with its media type.
+    files: dict[str, str] = field(default_factory=dict)
+    assistants: dict[int, OnnxExport] = field(default_factory=dict)
+
+
+def measure_latency(student_onnx: Path, teacher: Teacher) -> Latency:
+    """Median latency on this worker of the ONNX student and the teacher in its own runtime."""
+    shape = teacher.input_shape
+    batches: dict[int, BatchLatency] = {}
+    for batch in (1, 64):
+        student_ms = onnx_latency_ms(student_onnx, shape, batch)
+        # A sandboxed teacher times itself inside its process, so pipes are not in the figure.
+        timed_inside = getattr(teacher, "latency_ms", None)
+        teacher_ms = (
+            float(timed_inside(batch, LATENCY_REPEATS))
+            if callable(timed_inside)
+            else teacher_latency_ms(teacher.logits, shape, batch)
+        )
+        speedup = teacher_ms / student_ms if student_ms > 0 else None
+        batches[batch] = BatchLatency(student_onnx=student_ms, teacher=teacher_ms, speedup=speedup)
+    return Latency(
+        teacher_runtime=teacher.format,
+        repeats=LATENCY_REPEATS,
+        batch_1=batches[1],
+        batch_64=batches[64],
+    )
+
+
+def export(run: JobRun, plan: TrainingPlan, result: MethodResult) -> Exported:
+    run.stage("exporting")
+    run.workdir.mkdir(parents=True, exist_ok=True)
+    shape, sample = result.teacher.input_shape, plan.splits.test.x[:64]
+    student = export_onnx(result.outcome.student, shape, run.workdir / "student.onnx", sample)
+    save_safetensors(result.outcome.student, run.workdir / "student.safetensors")
+    files = {"student.onnx": ONNX_MEDIA_TYPE, "student.safetensors": ONNX_MEDIA_TYPE}
+    assistants: dict[int, OnnxExport] = {}
+    for step in result.assistants:
+        name = f"assistant_{step.number}.onnx"
+        assistants[step.number] = export_onnx(step.module, shape, run.workdir / name, sample)
+        files[name] = ONNX_MEDIA_TYPE
+    run.stage("measuring")
+    latency = measure_latency(student.path, result.teacher)
+    return Exported(student=student, latency=latency, files=files, assistants=assistants)

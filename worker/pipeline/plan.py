@@ -1,0 +1,177 @@
+"""Stage `plan`: from the job's spec and teachers to what will be trained: the method, the
+engine's config, the student (sized when the job gave a budget), the assistants, and the
+transfer rows beside the labeled ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from app.datasets.parsers import load_arrays
+from app.jobs.metrics import SizedStudent
+from app.jobs.spec import (
+    AssistantsConfig,
+    JobSpec,
+    KDMethodConfig,
+    StudentConfig,
+    TrainingConfig,
+    TransferConfig,
+)
+from worker.engine import (
+    DistillConfig,
+    KDMethod,
+    Mapping,
+    Splits,
+    StudentSpec,
+    SynthesisSpec,
+    Teacher,
+    TrainingSpec,
+    TransferRows,
+    VaeMapping,
+    assistant_specs,
+    sized_student,
+    synthesize,
+)
+from worker.pipeline.context import JobRun
+from worker.pipeline.errors import JobInputError
+from worker.pipeline.inputs import JobInputs
+from worker.pipeline.teacher import JobTeachers
+
+
+def engine_student(student: StudentConfig) -> StudentSpec:
+    return StudentSpec(
+        architecture=student.architecture,
+        hidden_sizes=tuple(student.hidden_sizes),
+        dropout=student.dropout,
+        batch_norm=student.batch_norm,
+        channels=tuple(student.channels),
+        normalize=student.normalize,
+    )
+
+
+def engine_method(method: KDMethodConfig) -> KDMethod:
+    return KDMethod(
+        temperature=method.temperature,
+        alpha=method.alpha,
+        kd_stop_epoch=method.kd_stop_epoch,
+        hint_output=method.hint.teacher_output if method.hint else None,
+        hint_epochs=method.hint.epochs if method.hint else 0,
+    )
+
+
+def engine_training(training: TrainingConfig) -> TrainingSpec:
+    return TrainingSpec(
+        epochs=training.epochs,
+        batch_size=training.batch_size,
+        learning_rate=training.learning_rate,
+        weight_decay=training.weight_decay,
+        seed=training.seed,
+        jitter_pixels=training.jitter_pixels,
+    )
+
+
+def engine_config(spec: JobSpec, student: StudentSpec) -> DistillConfig:
+    return DistillConfig(
+        student=student,
+        method=engine_method(spec.method),
+        training=engine_training(spec.training),
+        baseline=spec.baseline,
+    )
+
+
+def synthesis_specs(transfer: TransferConfig) -> list[SynthesisSpec]:
+    return [
+        SynthesisSpec(
+            method=method,
+            size=transfer.size,
+            seed=transfer.seed,
+            mixup_alpha=transfer.mixup_alpha,
+            noise_sigma=transfer.noise_sigma,
+            shift_pixels=transfer.shift_pixels,
+        )
+        for method in transfer.methods
+    ]
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    method: str  # a name in worker.engine.METHODS
+    config: DistillConfig
+    splits: Splits  # with the transfer rows
+    sized: SizedStudent | None = None
+    assistants: tuple[StudentSpec, ...] = ()
+
+
+def student_plan(spec: JobSpec, teacher: Teacher) -> tuple[StudentSpec, SizedStudent | None]:
+    """The student to train, sized automatically when the job asks for a parameter budget."""
+    wanted = spec.student
+    layout = engine_student(wanted)
+    budget = wanted.max_parameters
+    if wanted.compression is not None:
+        budget = int(teacher.parameters / wanted.compression)
+    if budget is None:
+        return layout, None
+    try:
+        chosen = sized_student(layout, teacher.input_shape, teacher.num_classes, budget)
+    except ValueError as exc:
+        raise JobInputError(str(exc), "student_too_small") from exc
+    return chosen, SizedStudent(
+        max_parameters=budget,
+        compression=wanted.compression,
+        hidden_sizes=list(chosen.hidden_sizes),
+        channels=list(chosen.channels),
+    )
+
+
+def assistant_plan(
+    assistants: AssistantsConfig, student: StudentSpec, teacher: Teacher
+) -> tuple[StudentSpec, ...]:
+    if assistants.hidden_sizes is not None:
+        return tuple(replace(student, hidden_sizes=tuple(h)) for h in assistants.hidden_sizes)
+    if assistants.channels is not None:
+        return tuple(replace(student, channels=tuple(c)) for c in assistants.channels)
+    assert assistants.count is not None
+    try:
+        found = assistant_specs(
+            student, teacher.input_shape, teacher.num_classes, teacher.parameters, assistants.count
+        )
+    except ValueError as exc:
+        raise JobInputError(str(exc), "assistants_invalid") from exc
+    return tuple(found)
+
+
+def transfer_rows(
+    run: JobRun, inputs: JobInputs, mapping: Mapping | None
+) -> tuple[TransferRows, ...]:
+    """Rows from transfer datasets, then rows synthesized from the training split only
+    ('vae' rows are decoded by the job's cross-domain VAE mapping)."""
+    transfer = run.spec.transfer
+    if not inputs.files.transfer and transfer is None:
+        return ()
+    run.stage("transfer_set")
+    parts = [TransferRows(source=i, x=load_arrays(path)[0]) for i, path in inputs.files.transfer]
+    generator = mapping if isinstance(mapping, VaeMapping) else None
+    for synthesis in synthesis_specs(transfer) if transfer is not None else []:
+        if synthesis.method == "vae" and generator is None:
+            raise JobInputError("'vae' synthesis needs cross_domain.phi = 'vae'", "vae_required")
+        rows = synthesize(inputs.splits.train.x, synthesis, generator)
+        parts.append(TransferRows(source=synthesis.method, x=rows))
+    return tuple(parts)
+
+
+def method_name(spec: JobSpec) -> str:
+    if spec.teachers.kind == "checkpoints":
+        return "early_stopped_teacher"
+    return "assistants" if spec.assistants is not None else "kd"
+
+
+def plan(run: JobRun, inputs: JobInputs, found: JobTeachers) -> TrainingPlan:
+    spec, teacher = run.spec, found.teacher
+    student, sized = student_plan(spec, teacher)
+    splits = replace(inputs.splits, transfer=transfer_rows(run, inputs, found.mapping))
+    return TrainingPlan(
+        method=method_name(spec),
+        config=engine_config(spec, student),
+        splits=splits,
+        sized=sized,
+        assistants=assistant_plan(spec.assistants, student, teacher) if spec.assistants else (),
+    )
