@@ -65,17 +65,25 @@ def _expire(session: Session, job: Job, settings: Settings, done: Relayed) -> No
     log.warning("lease of job %s expired: %s", job.id, silent)
 
 
-def relay(settings: Settings) -> Relayed:
-    """One pass: expire silent leases, re-send stale queued jobs, publish the outbox."""
+def expire_leases(session: Session, settings: Settings) -> Relayed:
+    """Requeue, fail or cancel the running jobs whose heartbeat is older than the lease
+    timeout, and queue a new message for jobs whose message a broker may have lost."""
     done = Relayed()
     cutoff = utcnow() - timedelta(seconds=settings.lease_timeout_seconds)
+    query = select(Job).where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    for job in list(session.scalars(query)):
+        _expire(session, job, settings, done)
+    done.republished = republish_stale_queued(session, settings.republish_after_seconds)
+    return done
+
+
+def relay(settings: Settings) -> Relayed:
+    """One pass: expire silent leases and re-send stale queued jobs (one transaction), then
+    publish the outbox."""
     with session_scope() as session:
-        query = select(Job).where(Job.status == JobStatus.RUNNING, Job.heartbeat_at < cutoff)
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        for job in list(session.scalars(query)):
-            _expire(session, job, settings, done)
-        done.republished = republish_stale_queued(session, settings.republish_after_seconds)
+        done = expire_leases(session, settings)
     done.published = publish_pending(publish_job)
     return done
 
