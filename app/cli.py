@@ -8,13 +8,18 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 from app.settings import Settings, get_settings
 
 
-def _worker_command(settings: Settings, name: str) -> list[str]:
-    return [
+def _worker_command(settings: Settings, name: str, inspections: bool = False) -> list[str]:
+    """One Celery worker pool: the job pool (one job per child process), or the inspection
+    pool, beside it with its own concurrency, so uploads are inspected while jobs train."""
+    queue = settings.inspection_queue_name if inspections else settings.queue_name
+    concurrency = settings.inspect_concurrency if inspections else settings.worker_concurrency
+    command = [
         sys.executable,
         "-m",
         "celery",
@@ -25,14 +30,61 @@ def _worker_command(settings: Settings, name: str) -> list[str]:
         "--loglevel",
         settings.log_level,
         "--concurrency",
-        str(settings.worker_concurrency),
+        str(concurrency),
         "--queues",
-        settings.queue_name,
+        queue,
         "--hostname",
-        f"{name}@{socket.gethostname()}",
+        f"{name}{'.inspect' if inspections else ''}@{socket.gethostname()}",
         "--pool",
         "prefork",
     ]
+    if inspections:
+        # Its children only start confined inspector subprocesses: no reason to replace them.
+        command += ["--max-tasks-per-child", "1000"]
+    return command
+
+
+POOLS = {"both": (False, True), "jobs": (False,), "inspections": (True,)}
+
+
+def _start_pools(
+    settings: Settings, name: str, pools: str = "both"
+) -> list[subprocess.Popen[bytes]]:
+    return [
+        subprocess.Popen(_worker_command(settings, name, inspections), preexec_fn=_die_with_parent)
+        for inspections in POOLS[pools]
+    ]
+
+
+def _stop_pools(pools: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    for pool in pools:
+        if pool.poll() is None:
+            pool.send_signal(signal.SIGTERM)
+    for pool in pools:
+        try:
+            pool.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pool.kill()
+
+
+def _supervise(pools: list[subprocess.Popen[bytes]]) -> int:
+    """Run until a pool exits or a signal comes; then stop them all and exit as the first
+    one did (so a container restarts a worker that lost a pool)."""
+    stopping: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+    while not stopping:
+        exited = [pool for pool in pools if pool.poll() is not None]
+        if exited:
+            _stop_pools(pools)
+            return exited[0].returncode or 1
+        time.sleep(0.5)
+    _stop_pools(pools)
+    return 0
 
 
 def _run_api(settings: Settings, host: str, port: int) -> None:
@@ -101,10 +153,9 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    """Both worker pools of this machine, supervised: jobs and upload inspections."""
     settings.ensure_dirs()
-    command = _worker_command(settings, args.name)
-    os.execv(command[0], command)
-    return 0  # unreachable: execv replaces this process
+    return _supervise(_start_pools(settings, args.name, args.pools))
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -124,19 +175,16 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         f"Distillery on http://{host}:{port} (API docs: http://{host}:{port}/docs)\n"
         f"  database: {_safe_url(settings.resolved_database_url)}\n"
         f"  broker:   {broker}\n"
-        f"  worker:   {settings.worker_concurrency} job(s) at a time\n"
+        f"  worker:   {settings.worker_concurrency} job(s) and "
+        f"{settings.inspect_concurrency} upload inspection(s) at a time\n"
         f"  access:   {_access_note(settings.model_copy(update={'api_host': host}))}",
         flush=True,
     )
-    worker = subprocess.Popen(_worker_command(settings, "embedded"), preexec_fn=_die_with_parent)
+    pools = _start_pools(settings, "embedded")
     try:
         _run_api(settings, host, port)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        _stop_pools(pools)
     return 0
 
 
@@ -173,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a Celery worker that trains jobs")
     worker.add_argument(
         "--name", default="worker", help="node name, unique per machine (default: worker)"
+    )
+    worker.add_argument(
+        "--pools",
+        choices=sorted(POOLS),
+        default="both",
+        help="the job pool, the upload-inspection pool, or both (default)",
     )
     sub.add_parser("migrate", help="bring the database schema to the newest revision")
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)

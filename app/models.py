@@ -71,6 +71,10 @@ class BlobChunk(Base):
 
 
 class Teacher(Base):
+    """An uploaded model. What it is (format, shapes, classes) is known once a worker has
+    inspected it: until then it is `processing`, after that `ready` or `invalid` (with the
+    inspector's error code and message)."""
+
     __tablename__ = "teachers"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -78,20 +82,29 @@ class Teacher(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     filename: Mapped[str] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16))
-    format: Mapped[str] = mapped_column(String(16))
+    format: Mapped[str | None] = mapped_column(String(16), nullable=True)
     blob_id: Mapped[str] = mapped_column(String(40), ForeignKey("blobs.id"))
     sha256: Mapped[str] = mapped_column(String(64))
     bytes: Mapped[int] = mapped_column(BigInteger)
-    input_shape: Mapped[list[int]] = mapped_column(JSON)
-    num_classes: Mapped[int] = mapped_column(Integer)
-    parameters: Mapped[int] = mapped_column(BigInteger)
-    output_name: Mapped[str] = mapped_column(String(255))
-    output_kind: Mapped[str] = mapped_column(String(16))
-    inspection: Mapped[dict[str, Any]] = mapped_column(JSON)
+    input_shape: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    num_classes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    parameters: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    output_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    output_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    inspection: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    inspected_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     @property
     def hint_candidates(self) -> list[str]:
-        return list(self.inspection.get("hint_candidates", []))
+        return list((self.inspection or {}).get("hint_candidates", []))
+
+    @property
+    def error(self) -> dict[str, str] | None:
+        if self.error_code is None:
+            return None
+        return {"code": self.error_code, "message": self.error_message or ""}
 
 
 class Dataset(Base):
@@ -144,7 +157,8 @@ class Job(Base):
 
 class OutboxMessage(Base):
     """A message to publish, written in the transaction that made it necessary (a new job, a
-    requeue). A relay publishes it after the commit; a crash in between loses nothing."""
+    requeue, an upload to inspect). A relay publishes it after the commit; a crash in between
+    loses nothing. It names a job to run or a teacher to inspect."""
 
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_unpublished", "published_at", "id"),)
@@ -152,9 +166,26 @@ class OutboxMessage(Base):
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
-    job_id: Mapped[str] = mapped_column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"))
+    job_id: Mapped[str | None] = mapped_column(
+        String(40), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=True
+    )
+    teacher_id: Mapped[str | None] = mapped_column(
+        String(40), ForeignKey("teachers.id", ondelete="CASCADE"), nullable=True, index=True
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class WorkerSeen(Base):
+    """Each worker pool's last sign of life (its relay writes it every pass): /readyz says
+    when no worker serves a queue, which leaves jobs queued and uploads processing."""
+
+    __tablename__ = "workers_seen"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(255), index=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class IdempotencyKey(Base):

@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, case, func, select, text
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import workers
 from app.db import get_sessionmaker
 from app.jobs.state import JobStatus
 from app.models import Job
@@ -209,12 +210,27 @@ def _route_template(scope: Scope, root_path: str) -> str:
     return "unmatched"
 
 
+def _unserved(session: Session, settings: Settings, queues: list[str]) -> str:
+    parts = []
+    for queue in queues:
+        seen = workers.last_seen(session, queue)
+        what = "uploads stay processing" if queue == settings.inspection_queue_name else (
+            "jobs stay queued"
+        )
+        when = f"last seen {seen}" if seen else "never seen"
+        parts.append(f"no worker serves queue {queue!r} ({when}): {what} until one runs")
+    return "; ".join(parts)
+
+
 def readiness(settings: Settings) -> dict[str, str]:
     """What is down, by name; empty when the database and the broker both answer."""
     down: dict[str, str] = {}
     try:
         with get_sessionmaker()() as session:
             session.execute(text("SELECT 1"))
+            unserved = workers.unserved_queues(session, settings)
+            if unserved:
+                down["workers"] = _unserved(session, settings, unserved)
     except Exception as exc:
         down["database"] = f"{type(exc).__name__}: {str(exc)[:200]}"
     if settings.embedded_broker:

@@ -9,6 +9,7 @@ from celery import Celery
 from app.settings import Settings, get_settings
 
 RUN_JOB_TASK = "distillery.run_job"
+INSPECT_TEACHER_TASK = "distillery.inspect_teacher"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -56,3 +57,10 @@ def get_celery() -> Celery:
 def publish_job(job_id: str) -> None:
     settings = get_settings()
     get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=settings.queue_name)
+
+
+def publish_inspection(teacher_id: str) -> None:
+    settings = get_settings()
+    get_celery().send_task(
+        INSPECT_TEACHER_TASK, args=[teacher_id], queue=settings.inspection_queue_name
+    )

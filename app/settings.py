@@ -32,6 +32,18 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(default=8000, description="Port the API listens on.")
     worker_concurrency: int = Field(default=1, ge=1, description="Jobs one worker runs at once.")
+    inspect_concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="Uploads one worker inspects at once, in a pool of its own beside the job "
+        "pool, so an upload is inspected while every job slot trains.",
+    )
+    upload_wait_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long POST /v1/teachers waits for a worker's inspection before it "
+        "answers `processing` (the client then polls the teacher).",
+    )
     max_upload_bytes: int = Field(
         default=2 * 1024**3, ge=1, description="Largest accepted upload, counted on bytes read."
     )
@@ -106,6 +118,10 @@ class Settings(BaseSettings):
         description="Serve requests without an API key (as tenant 'local'). Honoured only while "
         "the API listens on loopback; elsewhere every request needs a key.",
     )
+
+    @property
+    def inspection_queue_name(self) -> str:
+        return f"{self.queue_name}.inspect"
 
     @property
     def anonymous_allowed(self) -> bool:

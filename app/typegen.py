@@ -4,6 +4,7 @@ tests/client/test_types.py checks that the committed file is what this prints.""
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 import typing
@@ -56,7 +57,7 @@ class _Writer:
         if origin in (typing.Union, types.UnionType):
             return " | ".join(self.annotation(a) for a in args)
         if origin is Literal:
-            return f"Literal[{', '.join(repr(a) for a in args)}]"
+            return f"Literal[{', '.join(json.dumps(a) for a in args)}]"
         if origin in (list, dict):
             return f"{origin.__name__}[{', '.join(self.annotation(a) for a in args)}]"
         if tp is type(None):
@@ -65,7 +66,7 @@ class _Writer:
             self.write(tp)
             return self.name(tp)
         if isinstance(tp, type) and issubclass(tp, Enum):
-            return f"Literal[{', '.join(repr(m.value) for m in tp)}]"
+            return f"Literal[{', '.join(json.dumps(m.value) for m in tp)}]"
         if tp is datetime:
             return "str"
         if tp in (int, float, str, bool):
@@ -77,7 +78,7 @@ class _Writer:
             return
         self.done.append(model)
         fields = [
-            f"    {name}: {self.annotation(info.annotation)}"
+            _field(name, self.annotation(info.annotation))
             for name, info in model.model_fields.items()
         ]
         doc = (model.__doc__ or "").strip().splitlines()
@@ -88,11 +89,16 @@ class _Writer:
         self.blocks.append("\n".join(lines + fields))
 
 
+def _field(name: str, annotation: str) -> str:
+    line = f"    {name}: {annotation}"
+    return line if len(line) <= 100 else f"    {name}: (\n        {annotation}\n    )"
+
+
 def render() -> str:
     writer = _Writer()
     for model in ROOTS:
         writer.write(model)
-    return HEADER + "\n\n" + "\n\n\n".join(writer.blocks) + "\n"
+    return HEADER + "\n" + "\n\n\n".join(writer.blocks) + "\n"
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from distillery.client import Client, Dataset, DistilleryError, Job, Teacher
+from distillery.client import Client, DistilleryError, job_metrics, job_progress
+from distillery.types import Dataset, EpochMetrics, Job, JobMetrics, Teacher
 
 SERVER_COMMANDS = ("serve", "api", "worker", "migrate", "keys")
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -188,50 +189,56 @@ def cmd_jobs_submit(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def comparison(job: Job, teacher_bytes: int | None) -> Table:
+def comparison(metrics: JobMetrics, job_id: str, teacher_bytes: int | None) -> Table:
     """Teacher, scratch and distilled student on the same held-out test rows."""
-    metrics = job.get("metrics") or {}
-    table = Table(title=f"{job['id']}: teacher, scratch and student on the same test rows")
+    table = Table(title=f"{job_id}: teacher, scratch and student on the same test rows")
     table.add_column("")
     for column in ("accuracy", "agreement", "parameters", "file bytes"):
         table.add_column(column, justify="right")
     table.add_row(
         "teacher",
-        _pct(metrics.get("teacher_accuracy")),
+        _pct(metrics["teacher_accuracy"]),
         "",
-        _count(metrics.get("teacher_parameters")),
+        _count(metrics["teacher_parameters"]),
         _count(teacher_bytes),
     )
-    student_params = _count(metrics.get("student_parameters"))
-    if metrics.get("scratch_accuracy") is not None:
+    student_params = _count(metrics["student_parameters"])
+    if metrics["scratch_accuracy"] is not None:
         table.add_row(
             "scratch student",
             _pct(metrics["scratch_accuracy"]),
-            _pct(metrics.get("scratch_agreement")),
+            _pct(metrics["scratch_agreement"]),
             student_params,
             "",
         )
     table.add_row(
         "distilled student",
-        _pct(metrics.get("student_accuracy")),
-        _pct(metrics.get("agreement")),
+        _pct(metrics["student_accuracy"]),
+        _pct(metrics["agreement"]),
         student_params,
-        _count(metrics.get("onnx_bytes")),
+        _count(metrics["onnx_bytes"]),
     )
     return table
 
 
-def _summary(job: Job) -> str:
-    metrics = job.get("metrics") or {}
+def _summary(metrics: JobMetrics) -> str:
     parts = []
-    if metrics.get("gap_closed") is not None:
+    if metrics["gap_closed"] is not None:
         parts.append(f"gap closed {_pct(metrics['gap_closed'])}")
-    speedup = ((metrics.get("latency_ms") or {}).get("batch_1") or {}).get("speedup")
+    speedup = metrics["latency_ms"]["batch_1"]["speedup"]
     if speedup:
         parts.append(f"{speedup:.1f}× faster than the teacher at batch 1")
-    if metrics.get("train_seconds") is not None:
-        parts.append(f"trained in {metrics['train_seconds']:.1f} s")
+    parts.append(f"trained in {metrics['train_seconds']:.1f} s")
     return ", ".join(parts)
+
+
+def _latest(job: Job) -> EpochMetrics | None:
+    """While training: metrics.latest; once done, the last epoch of metrics.history."""
+    progress, report = job_progress(job), job_metrics(job)
+    if progress is not None:
+        return progress["latest"]
+    history = report["history"] if report is not None else []
+    return history[-1] if history else None
 
 
 def watch(client: Client, job_id: str, as_json: bool = False) -> int:
@@ -248,14 +255,11 @@ def watch(client: Client, job_id: str, as_json: bool = False) -> int:
         task = bar.add_task(job_id, total=None, detail="")
 
         def update(job: Job) -> None:
-            metrics = job.get("metrics") or {}
-            # While training: metrics.latest; once done, the last epoch of metrics.history.
-            latest = metrics.get("latest") or (metrics.get("history") or [{}])[-1]
-            detail = ""
-            if latest.get("loss") is not None:
+            latest, detail = _latest(job), ""
+            if latest is not None:
                 detail = f"loss {latest['loss']:.4f}"
-            if latest.get("validation_accuracy") is not None:
-                detail += f"  val acc {_pct(latest['validation_accuracy'])}"
+                if latest["validation_accuracy"] is not None:
+                    detail += f"  val acc {_pct(latest['validation_accuracy'])}"
             bar.update(
                 task,
                 total=job["epochs"],
@@ -267,14 +271,13 @@ def watch(client: Client, job_id: str, as_json: bool = False) -> int:
         job = client.wait(job_id, on_update=update)
     if as_json:
         _print_json(job)
-    elif job["status"] == "succeeded":
+    elif (report := job_metrics(job)) is not None:
         try:
             teacher_bytes: int | None = client.get_teacher(job["teacher_id"])["bytes"]
         except DistilleryError:
             teacher_bytes = None
-        console.print(comparison(job, teacher_bytes))
-        if summary := _summary(job):
-            console.print(summary, markup=False)
+        console.print(comparison(report, job["id"], teacher_bytes))
+        console.print(_summary(report), markup=False)
     if job["status"] == "succeeded":
         return 0
     error = job.get("error")
@@ -298,14 +301,14 @@ def cmd_jobs_list(client: Client, args: argparse.Namespace) -> int:
     for column in ("epoch", "teacher", "student", "created"):
         table.add_column(column, no_wrap=True, justify="right")
     for job in page["data"]:
-        metrics = job.get("metrics") or {}
+        report = job_metrics(job)
         running = job["status"] == "running"
         table.add_row(
             job["id"],
             f"running: {job['stage']}" if running else job["status"],
             f"{job['epoch']}/{job['epochs']}",
-            _pct(metrics.get("teacher_accuracy")),
-            _pct(metrics.get("student_accuracy")),
+            _pct(report["teacher_accuracy"] if report else None),
+            _pct(report["student_accuracy"] if report else None),
             str(job["created_at"])[5:16].replace("T", " "),
         )
     console.print(table)

@@ -7,97 +7,46 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import httpx
+
+from distillery.types import (
+    Artifact,
+    Dataset,
+    Job,
+    JobEvent,
+    JobMetrics,
+    JobProgress,
+    Teacher,
+)
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 TERMINAL = ("succeeded", "failed", "cancelled")
 CHUNK = 1024 * 1024
-# The server inspects a teacher for up to 120 s before it answers an upload.
 DEFAULT_TIMEOUT = 300.0
+# How long upload_teacher waits for a worker to inspect the upload, by default.
+INSPECTION_TIMEOUT = 600.0
 
 
-# The server's answers, as plain dicts. Fields the server adds later are still in the dict.
-class Teacher(TypedDict):
-    id: str
-    created_at: str
-    filename: str
-    status: str
-    format: str
-    sha256: str
-    bytes: int
-    input_shape: list[int]
-    num_classes: int
-    parameters: int
-    output_name: str
-    output_kind: str
-    hint_candidates: list[str]
+def job_metrics(job: Job) -> JobMetrics | None:
+    """A succeeded job's full report (JobMetrics), else None."""
+    metrics = job["metrics"]
+    return (
+        cast(JobMetrics, metrics) if metrics is not None and "teacher_accuracy" in metrics else None
+    )
 
 
-class Dataset(TypedDict):
-    id: str
-    created_at: str
-    filename: str
-    format: str
-    rows: int
-    feature_shape: list[int]
-    num_classes: int | None
-    labeled: bool
-    class_counts: dict[str, int] | None
-    class_names: list[str] | None
-    sha256: str
-    bytes: int
-
-
-class JobError(TypedDict):
-    code: str
-    message: str
-
-
-class Job(TypedDict):
-    id: str
-    status: str  # queued, running, succeeded, failed, cancelled
-    stage: str
-    epoch: int
-    epochs: int
-    metrics: dict[str, Any] | None
-    error: JobError | None
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    cancel_requested: bool
-    teacher_id: str
-    train_dataset_id: str
-    validation_dataset_id: str | None
-    test_dataset_id: str | None
-    student: dict[str, Any]
-    method: dict[str, Any]
-    training: dict[str, Any]
-    split: dict[str, Any] | None
+def job_progress(job: Job) -> JobProgress | None:
+    """A training job's curves so far (JobProgress), else None."""
+    metrics = job["metrics"]
+    return cast(JobProgress, metrics) if metrics is not None and "latest" in metrics else None
 
 
 class JobPage(TypedDict):
     data: list[Job]
     has_more: bool
     next_after: str | None
-
-
-class JobEvent(TypedDict):
-    id: int
-    created_at: str
-    type: str  # state, message, metrics
-    message: str
-    data: dict[str, Any] | None
-
-
-class Artifact(TypedDict):
-    name: str
-    media_type: str
-    bytes: int
-    sha256: str
-    created_at: str
-    url: str
 
 
 class DistilleryError(Exception):
@@ -201,11 +150,46 @@ class Client:
             ) from exc
 
     # teachers and datasets
-    def upload_teacher(self, path: Path | str, progress: Progress | None = None) -> Teacher:
-        """Upload an ONNX or .pt2 teacher, streamed from disk; progress(done, total) per chunk."""
+    def upload_teacher(
+        self,
+        path: Path | str,
+        progress: Progress | None = None,
+        wait: float = INSPECTION_TIMEOUT,
+    ) -> Teacher:
+        """Upload an ONNX or .pt2 teacher, streamed from disk; progress(done, total) per chunk.
+
+        A worker inspects it: this waits up to `wait` seconds for its answer (0: return the
+        teacher as the upload answered, maybe still `processing`). An invalid upload raises
+        DistilleryError with the inspector's code and reason."""
         body, headers = _multipart(Path(path), {}, progress)
-        result: Teacher = self._json("POST", "/v1/teachers", content=body, headers=headers)
-        return result
+        teacher: Teacher = self._json("POST", "/v1/teachers", content=body, headers=headers)
+        return self.wait_teacher(teacher["id"], wait) if wait else teacher
+
+    def wait_teacher(self, teacher_id: str, timeout: float = INSPECTION_TIMEOUT) -> Teacher:
+        """The teacher once a worker has inspected it (ready), or DistilleryError: invalid
+        (422, the inspector's code), or still processing after `timeout` (504)."""
+        deadline, delay = time.monotonic() + timeout, 0.2
+        while True:
+            teacher = self.get_teacher(teacher_id)
+            if teacher["status"] == "ready":
+                return teacher
+            error = teacher["error"]
+            if teacher["status"] == "invalid" and error is not None:
+                raise DistilleryError(
+                    422,
+                    error["code"],
+                    error["message"],
+                    [{"field": "file", "message": error["message"]}],
+                )
+            if time.monotonic() + delay > deadline:
+                raise DistilleryError(
+                    504,
+                    "inspection_pending",
+                    f"teacher {teacher_id} is still {teacher['status']} after {timeout:.0f} s: "
+                    "is a worker running? (GET /readyz says)",
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
 
     def upload_dataset(
         self,

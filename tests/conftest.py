@@ -154,6 +154,16 @@ def _wait_healthy(service: Service, timeout: float = 60) -> None:
     raise RuntimeError(f"{service.name} did not become healthy:\n{service.tail()}")
 
 
+def _wait_ready(service: Service, timeout: float = 120) -> None:
+    """Until /readyz answers 200: the database, the broker and both worker pools are up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.client.get("/readyz").status_code == 200:
+            return
+        time.sleep(0.3)
+    raise RuntimeError(f"{service.name} did not become ready:\n{service.tail()}")
+
+
 def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILLERY_")}
     env.update(
@@ -193,6 +203,7 @@ def start_production_stack(tmp: Path, db: PostgresDatabase) -> Service:
         _spawn(["worker"], env, service.logs[1]),
     ]
     _wait_healthy(service)
+    _wait_ready(service)
     return service
 
 
@@ -204,6 +215,7 @@ def start_embedded_stack(tmp: Path) -> Service:
     service.logs = [tmp / "serve.log"]
     service.processes = [_spawn(["serve"], env, service.logs[0])]
     _wait_healthy(service, timeout=90)
+    _wait_ready(service)
     return service
 
 

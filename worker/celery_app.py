@@ -12,6 +12,7 @@ from app.jobs.relay import RelayLoop
 from app.observability import configure_logging
 from app.queue import get_celery
 from app.settings import get_settings
+from worker.lease import worker_name
 
 # JSON logs from the start: Celery warns (e.g. about running as root) before setup_logging.
 configure_logging(get_settings().log_level)
@@ -29,22 +30,37 @@ def _json_logs(**_: Any) -> None:
 _relays: list[RelayLoop] = []
 
 
+def _served_queue(sender: Any) -> str:
+    """The queue this worker consumes (its --queues), from Celery's own selection."""
+    settings = get_settings()
+    selected = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    names = sorted(getattr(selected, "consume_from", None) or [])
+    return names[0] if names else settings.queue_name
+
+
 @worker_ready.connect
 def _start_relay(sender: Any = None, **_: Any) -> None:
     # The worker runs with --quiet (Celery's banner is not a log line): say what it serves here.
     settings = get_settings()
+    queue = _served_queue(sender)
+    inspections = queue == settings.inspection_queue_name
+    hostname = str(getattr(sender, "hostname", None) or worker_name())
     logging.getLogger("worker").info(
         "worker ready",
         extra={
-            "hostname": getattr(sender, "hostname", None),
-            "queue": settings.queue_name,
-            "concurrency": settings.worker_concurrency,
+            "hostname": hostname,
+            "queue": queue,
+            "pool": "inspections" if inspections else "jobs",
+            "concurrency": (
+                settings.inspect_concurrency if inspections else settings.worker_concurrency
+            ),
             "broker": "filesystem" if settings.embedded_broker else "redis",
         },
     )
-    # In the worker's parent process, beside the pool: publish the outbox, requeue jobs whose
-    # worker died, resend messages a broker lost. Every worker runs one; they share by row locks.
-    loop = RelayLoop(settings)
+    # In the worker's parent process, beside the pool: say it is alive, publish the outbox,
+    # requeue jobs whose worker died, resend messages a broker lost. Every worker pool runs
+    # one; they share by row locks.
+    loop = RelayLoop(settings, worker=(hostname, queue))
     loop.start()
     _relays.append(loop)
 

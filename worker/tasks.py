@@ -1,11 +1,12 @@
-"""Celery tasks: thin. They take ids and delegate; the logic lives in worker.pipeline."""
+"""Celery tasks: thin. They take ids and delegate; the logic lives in worker.pipeline (jobs)
+and worker.inspection (uploaded teachers)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from app.queue import RUN_JOB_TASK
+from app.queue import INSPECT_TEACHER_TASK, RUN_JOB_TASK
 from worker.celery_app import celery
 
 log = logging.getLogger(__name__)
@@ -29,3 +30,12 @@ def run_job(self: Any, job_id: str) -> None:
     except ClaimFailed as exc:
         log.warning("%s; trying again in %d s", exc, CLAIM_RETRY_SECONDS)
         raise self.retry(exc=exc, countdown=CLAIM_RETRY_SECONDS, max_retries=CLAIM_RETRIES) from exc
+
+
+@celery.task(name=INSPECT_TEACHER_TASK)
+def inspect_teacher(teacher_id: str) -> None:
+    # The model runs in a confined subprocess; this process imports neither torch nor
+    # onnxruntime, so the inspection pool starts and answers fast.
+    from worker.inspection import inspect_teacher as inspect
+
+    inspect(teacher_id)

@@ -13,11 +13,11 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import workers
 from app.db import session_scope
-from app.jobs.outbox import enqueue, publish_pending, republish_stale_queued
 from app.jobs.state import JobStatus, fail, move
 from app.models import Job, utcnow
-from app.queue import publish_job
+from app.outbox import enqueue, publish_pending, republish_stale
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -75,16 +75,18 @@ def expire_leases(session: Session, settings: Settings) -> Relayed:
         query = query.with_for_update(skip_locked=True)
     for job in list(session.scalars(query)):
         _expire(session, job, settings, done)
-    done.republished = republish_stale_queued(session, settings.republish_after_seconds)
+    done.republished = republish_stale(session, settings.republish_after_seconds)
     return done
 
 
-def relay(settings: Settings) -> Relayed:
-    """One pass: expire silent leases and re-send stale queued jobs (one transaction), then
-    publish the outbox."""
+def relay(settings: Settings, worker: tuple[str, str] | None = None) -> Relayed:
+    """One pass: say this worker pool (name, queue) is alive, expire silent leases and
+    re-send stale messages (one transaction), then publish the outbox."""
     with session_scope() as session:
+        if worker is not None:
+            workers.seen(session, *worker)
         done = expire_leases(session, settings)
-    done.published = publish_pending(publish_job)
+    done.published = publish_pending()
     return done
 
 
@@ -92,17 +94,20 @@ class RelayLoop(threading.Thread):
     """Runs relay() every reaper_interval_seconds until stopped; survives database and broker
     outages (it logs and tries again)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, worker: tuple[str, str] | None = None) -> None:
         super().__init__(name="distillery-relay", daemon=True)
-        self.settings = settings
+        self.settings, self.worker = settings, worker
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        while not self.stopped.wait(self.settings.reaper_interval_seconds):
+        # A first pass at once: the pool is seen alive as soon as it is ready.
+        while True:
             try:
-                relay(self.settings)
+                relay(self.settings, self.worker)
             except Exception:
                 log.exception("relay pass failed; trying again")
+            if self.stopped.wait(self.settings.reaper_interval_seconds):
+                return
 
     def stop(self) -> None:
         self.stopped.set()

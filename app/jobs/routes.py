@@ -21,15 +21,14 @@ from app.errors import PROBLEM_RESPONSES, NotFound
 from app.failpoints import failpoint
 from app.idempotency import IdempotencyKeyHeader, request_digest
 from app.jobs.events import event_public, events_after
-from app.jobs.outbox import publish_pending
 from app.jobs.schemas import ArtifactPublic, JobEventPublic, JobPublic
 from app.jobs.service import create_job, job_public
 from app.jobs.spec import JobCreate
 from app.jobs.state import TERMINAL, JobStatus, request_cancel
 from app.models import Artifact, Blob, Job, new_id
+from app.outbox import publish_pending
 from app.ownership import owned
 from app.pagination import Page, newest_first
-from app.queue import publish_job
 from app.storage import iter_blob
 
 log = logging.getLogger(__name__)
@@ -67,7 +66,7 @@ def submit_job(
             return _replay(response, session, first, tenant)
     failpoint("after_job_commit")
     try:
-        publish_pending(publish_job, job_id)
+        publish_pending(job_id=job_id)
     except Exception:
         # The message stays in the outbox; every worker's relay sends it later.
         log.warning("broker unreachable; job %s will be published from the outbox", job_id)

@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.jobs import state
-from app.jobs.outbox import enqueue
 from app.jobs.spec import JobCreate, JobSpec
 from app.jobs.validation import validate_submission
 from app.models import Job, new_id
+from app.outbox import enqueue
 from app.settings import Settings
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import func, select
@@ -42,12 +42,14 @@ class TeacherView:
     hint_candidates: list[str]
 
     @classmethod
-    def of(cls, teacher: Teacher, input_shape: list[int] | None = None) -> TeacherView:
+    def of(cls, teacher: Teacher) -> TeacherView:
+        """A ready teacher's view (only an inspected teacher has shapes and classes)."""
+        assert teacher.input_shape is not None and teacher.num_classes is not None
         return cls(
             id=teacher.id,
-            input_shape=list(input_shape or teacher.input_shape),
+            input_shape=list(teacher.input_shape),
             num_classes=teacher.num_classes,
-            parameters=teacher.parameters,
+            parameters=teacher.parameters or 0,
             hint_candidates=teacher.hint_candidates,
         )
 
@@ -86,21 +88,27 @@ def _labeled(field: str, data: Dataset, why: str) -> None:
         )
 
 
-def _teachers(session: Session, spec: JobSpec, tenant: str) -> Teacher:
+def _ready(session: Session, teacher_id: str, tenant: str, field: str, what: str) -> TeacherView:
+    teacher = session.get(Teacher, teacher_id)
+    if teacher is None or teacher.tenant_id != tenant:
+        raise InvalidInput(f"no {what} with id {teacher_id!r}", field=field, code="unknown_id")
+    if teacher.status != "ready":
+        raise InvalidInput(
+            f"{what} {teacher.id} is {teacher.status}, not ready"
+            + (": wait until a worker has inspected it" if teacher.status == "processing" else ""),
+            field=field,
+            code="teacher_not_ready",
+        )
+    return TeacherView.of(teacher)
+
+
+def _teachers(session: Session, spec: JobSpec, tenant: str) -> TeacherView:
     """The job's teacher, or the first of several whose members all match it."""
-    first: Teacher | None = None
+    first: TeacherView | None = None
     several = spec.teachers.kind != "single"
     for i, teacher_id in enumerate(spec.teachers.ids):
         field = f"{spec.teacher_field}.{i}" if several else spec.teacher_field
-        teacher = session.get(Teacher, teacher_id)
-        if teacher is None or teacher.tenant_id != tenant:
-            raise InvalidInput(f"no teacher with id {teacher_id!r}", field=field, code="unknown_id")
-        if teacher.status != "ready":
-            raise InvalidInput(
-                f"teacher {teacher.id} is {teacher.status}, not ready",
-                field=field,
-                code="teacher_not_ready",
-            )
+        teacher = _ready(session, teacher_id, tenant, field, "teacher")
         if first is None:
             first = teacher
         elif (teacher.input_shape, teacher.num_classes) != (first.input_shape, first.num_classes):
@@ -116,7 +124,7 @@ def _teachers(session: Session, spec: JobSpec, tenant: str) -> Teacher:
 
 
 def _same_shape(
-    session: Session, spec: JobSpec, teacher: Teacher, train: Dataset, tenant: str
+    session: Session, spec: JobSpec, teacher: TeacherView, train: Dataset, tenant: str
 ) -> None:
     assert spec.cross_domain is not None
     phi = spec.cross_domain.phi
@@ -136,7 +144,7 @@ def _same_shape(
 
 
 def _onnx_mapping(
-    session: Session, spec: JobSpec, teacher: Teacher, train: Dataset, tenant: str
+    session: Session, spec: JobSpec, teacher: TeacherView, train: Dataset, tenant: str
 ) -> None:
     assert isinstance(spec.cross_domain, OnnxPhi)
     field = "cross_domain.mapping_id"
@@ -153,7 +161,7 @@ def _onnx_mapping(
             "ready ONNX model",
             field=field,
         )
-    if list(mapping.input_shape) != list(train.feature_shape):
+    if list(mapping.input_shape or []) != list(train.feature_shape):
         raise InvalidInput(
             f"mapping {mapping.id} takes input shape {mapping.input_shape} but the target data "
             f"{train.id} has shape {train.feature_shape}",
@@ -173,7 +181,7 @@ def _onnx_mapping(
 
 
 def _vae_datasets(
-    session: Session, spec: JobSpec, teacher: Teacher, train: Dataset, tenant: str
+    session: Session, spec: JobSpec, teacher: TeacherView, train: Dataset, tenant: str
 ) -> None:
     assert isinstance(spec.cross_domain, VaePhi)
     cross = spec.cross_domain
@@ -210,7 +218,7 @@ def _vae_datasets(
         )
 
 
-PhiCheck = Callable[[Session, JobSpec, Teacher, Dataset, str], None]
+PhiCheck = Callable[[Session, JobSpec, TeacherView, Dataset, str], None]
 PHI_CHECKS: dict[type[Any], PhiCheck] = {
     IdentityPhi: _same_shape,
     GaussianNoisePhi: _same_shape,
@@ -220,12 +228,14 @@ PHI_CHECKS: dict[type[Any], PhiCheck] = {
 }
 
 
-def _through_phi(session: Session, spec: JobSpec, teacher: Teacher, tenant: str) -> TeacherView:
+def _through_phi(
+    session: Session, spec: JobSpec, teacher: TeacherView, tenant: str
+) -> TeacherView:
     if spec.cross_domain is None:
-        return TeacherView.of(teacher)
+        return teacher
     train = dataset(session, "train_dataset_id", spec.train_dataset_id, tenant)
     PHI_CHECKS[type(spec.cross_domain)](session, spec, teacher, train, tenant)
-    return TeacherView.of(teacher, list(train.feature_shape))
+    return replace(teacher, input_shape=list(train.feature_shape))
 
 
 def _datasets(session: Session, spec: JobSpec, teacher: TeacherView, tenant: str) -> Dataset:

@@ -1,31 +1,68 @@
-"""Teachers: upload a model, inspected in a subprocess, stored as a blob."""
+"""Teachers: upload a model (stored as a blob, inspected by a worker), look them up."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Query, Response, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from app import idempotency
 from app.auth import TenantDep
+from app.db import session_scope
 from app.deps import SessionDep, SettingsDep
 from app.errors import PROBLEM_RESPONSES
 from app.idempotency import IdempotencyKeyHeader, request_digest
 from app.models import Teacher, new_id
+from app.outbox import publish_pending
 from app.ownership import owned
 from app.pagination import Page, newest_first
-from app.storage import store_file
-from app.teachers.inspection import inspect_teacher_file
+from app.settings import Settings
 from app.teachers.schemas import TeacherPublic
+from app.teachers.service import accept_upload, answered, refused
 from app.uploads import received_file
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/teachers", tags=["teachers"])
 
 
+def _store(
+    tenant: str,
+    settings: Settings,
+    file: UploadFile,
+    idempotency_key: str | None,
+) -> tuple[str, bool]:
+    """The upload in one transaction: blob, processing teacher, inspection message. Returns
+    the teacher's id, and whether an earlier request with this Idempotency-Key made it."""
+    filename = (file.filename or "teacher")[:255]
+    with received_file(file, settings.tmp_dir, settings.blob_chunk_bytes) as received:
+        digest = request_digest(file.filename, received.sha256)
+        teacher_id = new_id("tch")
+        try:
+            with session_scope() as session:
+                if idempotency_key is not None:
+                    first = idempotency.find(session, tenant, "teachers", idempotency_key, digest)
+                    if first is not None:
+                        return owned(session, Teacher, first, tenant, "teacher_id").id, True
+                    idempotency.claim(
+                        session, tenant, "teachers", idempotency_key, digest, teacher_id
+                    )
+                accept_upload(session, tenant, filename, received, settings, teacher_id)
+        except idempotency.KeyTaken:
+            first = idempotency.winner(tenant, "teachers", idempotency_key or "", digest)
+            return first, True
+    try:
+        publish_pending(teacher_id=teacher_id)
+    except Exception:
+        # The message stays in the outbox; every worker's relay sends it later.
+        log.warning("broker unreachable; teacher %s will be inspected from the outbox", teacher_id)
+    return teacher_id, False
+
+
 @router.post("", status_code=201, response_model=TeacherPublic, responses=PROBLEM_RESPONSES)
-def upload_teacher(
+async def upload_teacher(
     tenant: TenantDep,
-    session: SessionDep,
     settings: SettingsDep,
     file: Annotated[
         UploadFile,
@@ -37,42 +74,15 @@ def upload_teacher(
     response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Teacher:
-    with received_file(file, settings.tmp_dir, settings.blob_chunk_bytes) as received:
-        digest = request_digest(file.filename, received.sha256)
-        if idempotency_key is not None:
-            first = idempotency.find(session, tenant, "teachers", idempotency_key, digest)
-            if first is not None:
-                response.headers["Idempotent-Replayed"] = "true"
-                return owned(session, Teacher, first, tenant, "teacher_id")
-        found = inspect_teacher_file(received.path, settings.inspect_timeout_seconds)
-        blob = store_file(session, received.path, settings.blob_chunk_bytes)
-    teacher_id = new_id("tch")
-    if idempotency_key is not None:
-        try:
-            idempotency.claim(session, tenant, "teachers", idempotency_key, digest, teacher_id)
-        except idempotency.KeyTaken:
-            session.rollback()
-            first = idempotency.winner(tenant, "teachers", idempotency_key, digest)
-            response.headers["Idempotent-Replayed"] = "true"
-            return owned(session, Teacher, first, tenant, "teacher_id")
-    teacher = Teacher(
-        id=teacher_id,
-        tenant_id=tenant,
-        filename=(file.filename or "teacher")[:255],
-        status="ready",
-        format=found["format"],
-        blob_id=blob.id,
-        sha256=received.sha256,
-        bytes=received.bytes,
-        input_shape=list(found["input_shape"]),
-        num_classes=int(found["num_classes"]),
-        parameters=int(found["parameters"]),
-        output_name=str(found["output_name"]),
-        output_kind=found["output_kind"],
-        inspection=found,
-    )
-    session.add(teacher)
-    session.flush()
+    """Store the model and have a worker inspect it. The answer waits for the inspection
+    (up to DISTILLERY_UPLOAD_WAIT_SECONDS): `ready`, a 422 saying why the file cannot serve
+    as a teacher, or, if no worker has answered yet, `processing` (poll GET /v1/teachers/{id})."""
+    teacher_id, replayed = await run_in_threadpool(_store, tenant, settings, file, idempotency_key)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    teacher = await answered(teacher_id, settings.upload_wait_seconds)
+    if teacher.status == "invalid":
+        raise refused(teacher)
     return teacher
 
 

@@ -8,20 +8,31 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 
+class TeacherError(BaseModel):
+    code: str
+    message: str
+
+
 class TeacherPublic(BaseModel):
+    """An uploaded model. A worker inspects it: until then it is `processing` and what it is
+    (format, shapes, classes) is null; then `ready`, or `invalid` with `error`."""
+
     id: str
     object: Literal["teacher"] = "teacher"
     created_at: datetime
     filename: str
     status: Literal["ready", "processing", "invalid"]
-    format: str
+    error: TeacherError | None = Field(
+        default=None, description="Why the upload cannot serve as a teacher (status invalid)."
+    )
+    format: str | None
     sha256: str
     bytes: int
-    input_shape: list[int] = Field(description="Input shape without the batch dimension.")
-    num_classes: int
-    parameters: int
-    output_name: str = Field(description="The model output the service distills from.")
-    output_kind: Literal["logits", "probabilities"] = Field(
+    input_shape: list[int] | None = Field(description="Input shape without the batch dimension.")
+    num_classes: int | None
+    parameters: int | None
+    output_name: str | None = Field(description="The model output the service distills from.")
+    output_kind: Literal["logits", "probabilities"] | None = Field(
         description="Probabilities are turned into logits with log(p) before softening."
     )
     hint_candidates: list[str] = Field(

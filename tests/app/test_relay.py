@@ -9,9 +9,9 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.jobs.outbox import enqueue
 from app.jobs.relay import expire_leases
 from app.models import Job, OutboxMessage, utcnow
+from app.outbox import enqueue
 from app.settings import Settings
 from tests.support.rows import job
 

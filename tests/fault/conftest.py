@@ -158,10 +158,10 @@ class Cluster:
     api: Service
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def add_worker(self, name: str, **extra: str) -> subprocess.Popen[bytes]:
+    def add_worker(self, name: str, *flags: str, **extra: str) -> subprocess.Popen[bytes]:
         log = self.tmp / f"worker-{name}.log"
         self.api.logs.append(log)
-        proc = _spawn(["worker", "--name", name], {**self.env, **extra}, log)
+        proc = _spawn(["worker", "--name", name, *flags], {**self.env, **extra}, log)
         self.workers[name] = proc
         self.api.processes.append(proc)
         return proc

@@ -21,9 +21,16 @@ SLOW = {"epochs": 40, "batch_size": 8}
 
 
 def _ids(cluster: Cluster, teacher: TeacherFiles, files: dict[str, Path]) -> dict[str, str]:
-    t = cluster.api.upload_teacher(teacher.onnx)
-    d = cluster.api.upload_dataset(files["train"])
-    assert t.status_code == 201 and d.status_code == 201, (t.text, d.text)
+    """A ready teacher and a dataset, inspected by an inspection pool of their own (stopped
+    again, so each test starts its job workers itself)."""
+    cluster.add_worker("inspector", "--pools", "inspections")
+    try:
+        t = cluster.api.upload_teacher(teacher.onnx)
+        d = cluster.api.upload_dataset(files["train"])
+        assert t.status_code == 201 and d.status_code == 201, (t.text, d.text)
+        assert t.json()["status"] == "ready", t.json()
+    finally:
+        cluster.kill_worker("inspector")
     return {"teacher_id": t.json()["id"], "train_dataset_id": d.json()["id"]}
 
 

@@ -80,7 +80,9 @@ def fetch(spec: JobSpec, cache: Path) -> JobFiles:
     with session_scope() as session:
         get = _Fetcher(session, cache)
         teachers = [
-            TeacherFile(row.id, get.blob(row.blob_id), row.output_name, row.output_kind)
+            TeacherFile(
+                row.id, get.blob(row.blob_id), row.output_name or "", row.output_kind or ""
+            )
             for row in map(get.teacher, spec.teachers.ids)
         ]
         cross = spec.cross_domain
