@@ -458,8 +458,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] in SERVER_COMMANDS:
-        from app.cli import main as server_main  # lazily: the client needs no server code
-
+        try:  # lazily: the client needs no server code
+            from app.cli import main as server_main
+        except ImportError as exc:
+            errors.print(
+                f"distillery {args_list[0]} runs the service, which this install lacks "
+                f"({exc.name} is missing): pip install 'distillery[server]' for the API, "
+                "'distillery[server,worker]' for a worker",
+                markup=False,
+                highlight=False,
+            )
+            return 2
         return server_main(args_list)
     parser = build_parser()
     args, unknown = parser.parse_known_args(args_list)
