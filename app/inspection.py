@@ -58,7 +58,8 @@ def inspect_teacher_file(
     """Run `python -m worker.inspect_teacher` on the file, confined; return what it found.
 
     Limits default to the teacher_* settings. Raises InvalidInput (field `file`) with the
-    inspector's user-facing reason: code teacher_invalid or teacher_resource_limit."""
+    inspector's user-facing reason: code teacher_invalid, teacher_resource_limit or
+    teacher_output_not_finite."""
     settings = get_settings()
     memory_bytes = memory_bytes or settings.teacher_memory_bytes
     cpu_seconds = cpu_seconds or min(settings.teacher_cpu_seconds, math.ceil(timeout_seconds))
@@ -105,7 +106,10 @@ def inspect_teacher_file(
             code="teacher_resource_limit" if limited else "teacher_invalid",
         )
     if not report.get("ok"):
-        code = "teacher_resource_limit" if report.get("code") == "teacher_resource_limit" else None
-        raise InvalidInput(str(report.get("error")), field="file", code=code or "teacher_invalid")
+        code = report.get("code")
+        known = code in ("teacher_resource_limit", "teacher_output_not_finite")
+        raise InvalidInput(
+            str(report.get("error")), field="file", code=str(code) if known else "teacher_invalid"
+        )
     teacher: dict[str, Any] = report["teacher"]
     return teacher

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput, TooManyRequests
 from app.events import record_event
+from app.finite_json import finite_or_null
 from app.models import Dataset, Job, Teacher, new_id, utcnow
 from app.outbox import enqueue
 from app.schemas import JobCreate
@@ -479,7 +480,7 @@ def job_public(job: Job) -> dict[str, Any]:
         "stage": job.stage,
         "epoch": job.epoch,
         "epochs": job.epochs,
-        "metrics": job.metrics,
+        "metrics": finite_or_null(job.metrics),
         "error": (
             {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None
         ),

@@ -8,6 +8,11 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 T = TypeVar("T")
+# Request bodies: unknown fields are refused, and so are NaN and Infinity (Python's JSON parser
+# reads them; no spec may store them). Integers are bounded by what the columns hold.
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
 
 
 class TeacherPublic(BaseModel):
@@ -51,7 +56,7 @@ class DatasetPublic(BaseModel):
 
 
 class StudentConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     architecture: Literal["mlp", "cnn"] = "mlp"
     hidden_sizes: Annotated[
@@ -70,6 +75,7 @@ class StudentConfig(BaseModel):
     max_parameters: int | None = Field(
         default=None,
         ge=10,
+        le=INT64_MAX,
         description="Size the student automatically: widen or narrow every layer (keeping "
         "the shape given by hidden_sizes or channels) to the largest student with at most "
         "this many parameters.",
@@ -89,7 +95,7 @@ class StudentConfig(BaseModel):
 
 
 class HintConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     teacher_output: str = Field(
         min_length=1,
@@ -105,7 +111,7 @@ class KDMethodConfig(BaseModel):
     `alpha` weighs the HARD-label term (torchdistill's convention; some papers write
     lambda = 1 - alpha for the distillation term). alpha = 0 needs no labels."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     type: Literal["kd"] = "kd"
     temperature: float = Field(default=4.0, gt=0.0, le=100.0)
@@ -118,19 +124,20 @@ class KDMethodConfig(BaseModel):
     kd_stop_epoch: int | None = Field(
         default=None,
         ge=0,
+        le=1000,
         description="Early-stopped KD: after this epoch only the hard labels train the "
         "student (alpha = 1). None: distill to the end.",
     )
 
 
 class TrainingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     epochs: int = Field(default=20, ge=1, le=1000)
     batch_size: int = Field(default=128, ge=1, le=65536)
     learning_rate: float = Field(default=3e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: int = Field(default=0, ge=0, le=INT32_MAX)
     jitter_pixels: int = Field(
         default=0,
         ge=0,
@@ -141,6 +148,7 @@ class TrainingConfig(BaseModel):
     time_limit_seconds: int | None = Field(
         default=None,
         ge=1,
+        le=INT32_MAX,
         description="Fail the job (error.code time_limit_exceeded) if it runs longer; at most "
         "and by default the server's DISTILLERY_JOB_TIME_LIMIT_SECONDS.",
     )
@@ -153,7 +161,7 @@ class AssistantsConfig(BaseModel):
     parameter counts, widening the student's layers) or the sizes themselves, largest first:
     `hidden_sizes` for an mlp student, `channels` for a cnn."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     count: int | None = Field(default=None, ge=1, le=5)
     hidden_sizes: (
@@ -185,7 +193,7 @@ SynthesisMethod = Literal["mixup", "noise", "shift", "vae"]
 class TransferConfig(BaseModel):
     """Inputs the service makes from the training rows; the teacher labels them once."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     synthesize: (
         SynthesisMethod | Annotated[list[SynthesisMethod], Field(min_length=1, max_length=4)]
@@ -197,7 +205,7 @@ class TransferConfig(BaseModel):
         "rows. Several may be combined."
     )
     size: int = Field(default=50_000, ge=1, le=5_000_000, description="Rows per method.")
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: int = Field(default=0, ge=0, le=INT32_MAX)
     mixup_alpha: float = Field(default=1.0, gt=0.0, le=100.0)
     noise_sigma: float = Field(default=0.5, gt=0.0, le=10.0)
     shift_pixels: int = Field(default=2, ge=1, le=16)
@@ -235,7 +243,7 @@ class CrossDomainConfig(BaseModel):
     teacher was trained on a SOURCE domain, and the teacher sees phi(x) for each target input
     x. The student (and its ONNX) takes target-domain inputs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     phi: Phi = Field(
         description="identity: the teacher reads target inputs as they are; gaussian_noise: "
@@ -247,7 +255,7 @@ class CrossDomainConfig(BaseModel):
         "phi(x) = decode_source(encode(x)). A vae also lets transfer.synthesize use 'vae'."
     )
     sigma: float = Field(default=0.1, gt=0.0, le=100.0, description="gaussian_noise: the std.")
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: int = Field(default=0, ge=0, le=INT32_MAX)
     kernel_size: int = Field(default=3, ge=1, le=15, description="dilated_conv: odd.")
     dilation: int = Field(default=2, ge=1, le=16)
     weights: Annotated[list[float], Field(min_length=1, max_length=15)] | None = Field(
@@ -290,7 +298,7 @@ class CrossDomainConfig(BaseModel):
 
 
 class JobCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
 
     teacher_id: str | None = Field(default=None, description="The teacher (or give teacher_ids).")
     teacher_ids: Annotated[list[str], Field(max_length=16)] = Field(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import asdict, replace
@@ -13,6 +12,7 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from app import finite_json
 from app.db import session_scope
 from app.events import EventType, record_event
 from app.jobs import fail_job
@@ -38,6 +38,7 @@ from worker.engine import (
     run_hooks,
     save_safetensors,
 )
+from worker.engine.finite import NotFinite
 from worker.lease import (
     DatabaseCheckpoints,
     Heartbeat,
@@ -59,6 +60,7 @@ from worker.plan import (
 )
 from worker.report import render_report
 from worker.sandbox import SandboxedTeacher, SandboxError, SandboxLimits
+from worker.teacher_process import is_memory_error, memory_summary
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +142,21 @@ def _run(job_id: str) -> None:
         _fail(lease, "teacher_invalid", str(exc))
     except ExportCheckFailed as exc:
         _fail(lease, "export_check_failed", str(exc))
-    except MemoryError:
-        _fail(lease, "out_of_memory", "the job ran out of memory; use a smaller batch_size")
+    except NotFinite as exc:
+        _fail(lease, exc.code, str(exc))
     except Exception as exc:
-        log.exception("job %s failed", job_id)
-        _fail(lease, "internal_error", f"{type(exc).__name__}: {exc}")
+        if is_memory_error(exc):  # MemoryError, or torch's or onnxruntime's failed allocation
+            log.warning("job %s ran out of memory: %s", job_id, memory_summary(exc))
+            _fail(
+                lease,
+                "out_of_memory",
+                f"the job ran out of memory on its worker ({memory_summary(exc)}); use a "
+                "smaller student, training.batch_size or transfer set. Jobs are refused at "
+                "submission above DISTILLERY_MAX_JOB_MEMORY_BYTES: set it to what a worker has",
+            )
+        else:
+            log.exception("job %s failed", job_id)
+            _fail(lease, "internal_error", f"{type(exc).__name__}: {exc}")
     finally:
         heartbeat.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -405,7 +417,8 @@ def _execute(lease: Lease, settings: Settings, workdir: Path) -> None:
             "synthesize": spec.get("transfer"),
         },
     }
-    (workdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    metrics = finite_json.finite_or_null(metrics)  # undefined values are null, never NaN
+    (workdir / "metrics.json").write_text(finite_json.dumps(metrics, indent=2))
     (workdir / "report.html").write_text(render_report(job_id, metrics))
 
     _stage(lease, "storing")

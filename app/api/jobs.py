@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -15,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from app import idempotency
+from app import finite_json, idempotency
 from app.api.deps import SessionDep, SettingsDep
 from app.auth import TenantDep
 from app.db import session_scope
@@ -28,12 +27,23 @@ from app.outbox import publish_pending
 from app.ownership import owned
 from app.pagination import newest_first
 from app.queue import publish_job
-from app.schemas import ArtifactPublic, JobCreate, JobEventPublic, JobPublic, Page
+from app.schemas import (
+    INT64_MAX,
+    ArtifactPublic,
+    JobCreate,
+    JobEventPublic,
+    JobPublic,
+    Page,
+)
 from app.storage import iter_blob
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 STREAM_POLL_SECONDS = 0.5
+# Event ids are 64-bit integers in the database: a cursor past them is refused, not sent on.
+EventCursor = Annotated[
+    int | None, Query(ge=0, le=INT64_MAX, description="id of the last event seen")
+]
 
 
 def _job(session: SessionDep, job_id: str, tenant: str) -> Job:
@@ -120,7 +130,7 @@ def list_events(
     job_id: str,
     session: SessionDep,
     tenant: TenantDep,
-    after: Annotated[int | None, Query(description="id of the last event seen")] = None,
+    after: EventCursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """The job's events, oldest first: state changes, messages (stages), per-epoch metrics."""
@@ -140,8 +150,11 @@ def stream_events(
     job_id: str,
     session: SessionDep,
     tenant: TenantDep,
-    after: Annotated[int | None, Query(description="id of the last event seen")] = None,
-    last_event_id: Annotated[int | None, Header()] = None,
+    after: EventCursor = None,
+    last_event_id: Annotated[
+        int | None,
+        Header(ge=0, le=INT64_MAX, description="The last event id received (SSE reconnect)."),
+    ] = None,
 ) -> StreamingResponse:
     """The same events as server-sent events, until the job has ended. Resumes after
     `Last-Event-ID` (or `after`)."""
@@ -162,7 +175,7 @@ def _event_stream(job_id: str, after: int | None) -> Iterator[str]:
             ended = job is None or job.status in TERMINAL
         for event in events:
             after = event.id
-            body = json.dumps(event_public(event), default=str)
+            body = finite_json.dumps(event_public(event), default=str)
             yield f"id: {event.id}\nevent: {event.type}\ndata: {body}\n\n"
             last_sent = time.monotonic()
         if ended and not events:

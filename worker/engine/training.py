@@ -14,6 +14,7 @@ from torch import nn
 from worker.engine.config import DistillConfig
 from worker.engine.data import Splits
 from worker.engine.evaluation import classification_report
+from worker.engine.finite import finite_loss, finite_teacher_outputs
 from worker.engine.hints import hint_stage
 from worker.engine.hooks import current_hooks, pack_state, unpack_state
 from worker.engine.logit_cache import LogitCache, teacher_logits
@@ -194,7 +195,7 @@ def _fit(
             if soft_rows is not None:
                 transfer_terms.append((soft_rows.detach() * rows.is_transfer[idx]).sum())
         hard, soft, soft_transfer_sum = _epoch_sums(step_terms, step_sizes, transfer_terms)
-        total = epoch_alpha * hard + (1.0 - epoch_alpha) * soft
+        total = finite_loss(epoch_alpha * hard + (1.0 - epoch_alpha) * soft, "training", epoch)
         val_logits = predict_logits(student, val_x, device=device)
         val_acc = accuracy(val_logits, val_y)
         if val_acc is None and len(val_logits):
@@ -289,11 +290,14 @@ def distill(
     stage("teacher_outputs")
     # The teacher's outputs are computed once (and cached across jobs when a cache is given):
     # nothing random reaches the teacher's input per epoch.
-    teacher_train = teacher_logits(teacher, splits.train.x, cache)
-    teacher_val = teacher_logits(teacher, splits.validation.x, cache)
-    teacher_test = teacher_logits(teacher, splits.test.x, cache)
+    teacher_train = teacher_logits(teacher, splits.train.x, cache, "the training rows")
+    teacher_val = teacher_logits(teacher, splits.validation.x, cache, "the validation rows")
+    teacher_test = teacher_logits(teacher, splits.test.x, cache, "the test rows")
     transfer_x = [part.x for part in splits.transfer]
-    teacher_transfer = [teacher_logits(teacher, part, cache) for part in transfer_x]
+    teacher_transfer = [
+        teacher_logits(teacher, part.x, cache, f"the transfer rows from {part.source}")
+        for part in splits.transfer
+    ]
     labeled_rows = len(splits.train.x)
     validation = (splits.validation.x, splits.validation.y, teacher_val)
 
@@ -340,7 +344,10 @@ def distill(
         hint_report = hint_stage(
             student,
             x[:labeled_rows],
-            hint_of(splits.train.x, method.hint_output),
+            finite_teacher_outputs(
+                np.asarray(hint_of(splits.train.x, method.hint_output)),
+                f"the hint tensor {method.hint_output!r}",
+            ),
             method.hint_epochs,
             config.training.batch_size,
             config.training.learning_rate,
@@ -356,7 +363,13 @@ def distill(
         rows = replace(rows, x=x, standardized=True)
     started = time.perf_counter()
     history = _fit(
-        student, rows, config, method.alpha, validation, on_epoch, lambda b: teacher.logits(b)
+        student,
+        rows,
+        config,
+        method.alpha,
+        validation,
+        on_epoch,
+        lambda b: finite_teacher_outputs(teacher.logits(b), "a jittered training batch"),
     )
     train_seconds = time.perf_counter() - started
 
