@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -129,9 +130,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors: list[FieldProblem] = []
         for e in exc.errors():
-            problem = FieldProblem(
-                field=_field_path(tuple(e.get("loc", ()))), message=str(e["msg"])
-            )
+            # A body that is not JSON at all is located by its character offset: name the body.
+            where = "body" if e.get("type") == "json_invalid" else _field_path(tuple(e["loc"]))
+            problem = FieldProblem(field=where, message=str(e["msg"]))
             if problem not in errors:
                 errors.append(problem)
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or "invalid request"
@@ -158,8 +159,16 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = str(exc.detail) if exc.detail else "request failed"
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 400:
+            # Starlette's only 400s: a body it could not decode (not UTF-8, a broken
+            # multipart). The request's fault, answered as every other invalid body is.
+            unreadable = InvalidInput(f"the request body cannot be read: {detail}", field="body")
+            return problem_response(unreadable.to_problem())
+        if exc.status_code == 405 and allowed_methods(request):
+            headers["Allow"] = ", ".join(allowed_methods(request))
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return problem_response(
             Problem(
@@ -169,13 +178,28 @@ def install_error_handlers(app: FastAPI) -> None:
                 detail=detail,
                 code=code,
             ),
-            headers=getattr(exc, "headers", None),
+            headers=headers or None,
         )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the OpenAPI document lists for this path. Starlette's 405 names only the
+    first route that matched the path, and GET and POST /v1/jobs are two routes."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]*?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in operations if m in _HTTP_METHODS}
+    return sorted(methods)
+
+
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": title}
     for status, title in (
+        (401, "Unauthorized: the API key is missing or not valid"),
         (404, "Not found"),
         (413, "Upload too large"),
         (422, "Invalid input: `errors` names each field and its problem"),

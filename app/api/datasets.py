@@ -41,16 +41,21 @@ def upload_dataset(
     label_column: Annotated[
         str | None,
         Form(
-            description="CSV only: the column holding integer labels (default `label` if present; "
-            "without it the dataset is unlabeled).",
+            max_length=255,
+            description="CSV or Parquet: the column holding integer labels (default `label` if "
+            "present; without it the dataset is unlabeled).",
         ),
     ] = None,
     image_size: Annotated[
         str | None,
-        Form(description="Image archives: resize every image to WIDTHxHEIGHT, e.g. 28x28."),
+        Form(
+            max_length=32,
+            description="Image archives: resize every image to WIDTHxHEIGHT, e.g. 28x28.",
+        ),
     ] = None,
     image_mode: Annotated[
-        str, Form(description="Image archives: L (grayscale, 1 channel) or RGB (3).")
+        str,
+        Form(max_length=8, description="Image archives: L (grayscale, 1 channel) or RGB (3)."),
     ] = "L",
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Dataset:
@@ -112,7 +117,7 @@ def get_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> Data
     return owned(session, Dataset, dataset_id, tenant, "dataset_id")
 
 
-@router.get("", response_model=Page[DatasetPublic])
+@router.get("", response_model=Page[DatasetPublic], responses=PROBLEM_RESPONSES)
 def list_datasets(
     session: SessionDep,
     tenant: TenantDep,

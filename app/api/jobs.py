@@ -18,7 +18,7 @@ from app import finite_json, idempotency
 from app.api.deps import SessionDep, SettingsDep
 from app.auth import TenantDep
 from app.db import session_scope
-from app.errors import PROBLEM_RESPONSES, NotFound
+from app.errors import PROBLEM_RESPONSES, InvalidInput, NotFound
 from app.events import event_public, events_after
 from app.idempotency import IdempotencyKeyHeader, request_digest
 from app.jobs import TERMINAL, create_job, job_public, request_cancel
@@ -152,15 +152,25 @@ def stream_events(
     tenant: TenantDep,
     after: EventCursor = None,
     last_event_id: Annotated[
-        int | None,
-        Header(ge=0, le=INT64_MAX, description="The last event id received (SSE reconnect)."),
+        str | None,
+        Header(
+            pattern=r"^[0-9]{1,19}$",
+            description="The last event id received (an SSE reconnect): a 64-bit event id.",
+        ),
     ] = None,
 ) -> StreamingResponse:
     """The same events as server-sent events, until the job has ended. Resumes after
     `Last-Event-ID` (or `after`)."""
     _job(session, job_id, tenant)
+    if last_event_id is not None:
+        after = int(last_event_id)
+        if after > INT64_MAX:
+            raise InvalidInput(
+                f"{last_event_id} is past the largest event id ({INT64_MAX})",
+                field="last-event-id",
+            )
     return StreamingResponse(
-        _event_stream(job_id, last_event_id if last_event_id is not None else after),
+        _event_stream(job_id, after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -212,7 +222,13 @@ def list_artifacts(
 @router.get(
     "/{job_id}/artifacts/{name}",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, **PROBLEM_RESPONSES},
+    responses={
+        200: {
+            "description": "The artifact's bytes (student.onnx, metrics.json, report.html, ...)",
+            "content": {"application/octet-stream": {}, "application/json": {}, "text/html": {}},
+        },
+        **PROBLEM_RESPONSES,
+    },
 )
 def download_artifact(
     job_id: str, name: str, session: SessionDep, tenant: TenantDep

@@ -81,7 +81,7 @@ def get_teacher(teacher_id: str, session: SessionDep, tenant: TenantDep) -> Teac
     return owned(session, Teacher, teacher_id, tenant, "teacher_id")
 
 
-@router.get("", response_model=Page[TeacherPublic])
+@router.get("", response_model=Page[TeacherPublic], responses=PROBLEM_RESPONSES)
 def list_teachers(
     session: SessionDep,
     tenant: TenantDep,
