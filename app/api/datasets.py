@@ -13,6 +13,7 @@ from app import idempotency
 from app.api.deps import SessionDep, SettingsDep
 from app.auth import TenantDep
 from app.datafiles import DatasetRejected, parse_dataset
+from app.dataset_limits import DatasetLimits
 from app.errors import PROBLEM_RESPONSES, InvalidInput
 from app.idempotency import IdempotencyKeyHeader, request_digest
 from app.models import Dataset, new_id
@@ -71,7 +72,13 @@ def upload_dataset(
         try:
             try:
                 parsed = parse_dataset(
-                    received.path, filename, out_dir, label_column, image_size, image_mode
+                    received.path,
+                    filename,
+                    out_dir,
+                    label_column,
+                    image_size,
+                    image_mode,
+                    DatasetLimits.from_settings(settings),
                 )
             except DatasetRejected as exc:
                 raise InvalidInput(exc.message, field=exc.field, code="dataset_invalid") from exc
