@@ -15,6 +15,7 @@ from app.auth import TenantDep
 from app.datafiles import DatasetRejected, parse_dataset
 from app.dataset_limits import DatasetLimits
 from app.errors import PROBLEM_RESPONSES, InvalidInput
+from app.freed_memory import release_freed_memory
 from app.idempotency import IdempotencyKeyHeader, request_digest
 from app.models import Dataset, new_id
 from app.ownership import owned
@@ -85,6 +86,7 @@ def upload_dataset(
             blob = store_file(session, parsed.canonical_path, settings.blob_chunk_bytes)
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
+            release_freed_memory()
     dataset_id = new_id("ds")
     if idempotency_key is not None:
         try:
