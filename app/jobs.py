@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.errors import InvalidInput, TooManyRequests
 from app.events import record_event
 from app.finite_json import finite_or_null
+from app.job_memory_check import check_job_memory
 from app.models import Dataset, Job, Teacher, new_id, utcnow
 from app.outbox import enqueue
 from app.schemas import JobCreate
@@ -19,8 +20,6 @@ from app.settings import Settings, get_settings
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 # Below this many labeled rows a held-out split of train says nothing useful.
 MIN_ROWS_FOR_SPLIT = 20
-# Training rows (labeled and transfer) are held in memory as float32 by the worker.
-MAX_TRAINING_GIB = 2
 
 
 def _dataset(session: Session, field: str, dataset_id: str, tenant: str) -> Dataset:
@@ -154,12 +153,10 @@ def validate_submission(session: Session, body: JobCreate, tenant: str) -> tuple
 def _validate_transfer(
     session: Session, body: JobCreate, teacher: Teacher, train: Dataset, tenant: str
 ) -> None:
-    rows = train.rows
     for i, dataset_id in enumerate(body.transfer_dataset_ids):
         field = f"transfer_dataset_ids.{i}"
         dataset = _dataset(session, field, dataset_id, tenant)
         _check_matches_teacher(field, dataset, teacher, labels_matter=False)
-        rows += dataset.rows
     if body.transfer is None:
         return
     if "vae" in body.transfer.methods and (
@@ -171,16 +168,6 @@ def _validate_transfer(
             "synthesize with 'mixup', 'noise' or 'shift'",
             field="transfer.synthesize",
             code="vae_required",
-        )
-    rows += body.transfer.size * len(body.transfer.methods)
-    features = math.prod(teacher.input_shape)
-    gib = rows * features * 4 / 1024**3
-    if gib > MAX_TRAINING_GIB:
-        raise InvalidInput(
-            f"training and transfer rows would take {gib:.1f} GiB as float32 "
-            f"({rows} rows x {features} features); at most {MAX_TRAINING_GIB} GiB: lower "
-            "transfer.size or use fewer transfer datasets",
-            field="transfer.size",
         )
 
 
@@ -367,6 +354,7 @@ def _validate_limits(
             f"{teacher.input_shape}: set training.jitter_pixels to 0",
             field="training.jitter_pixels",
         )
+    check_job_memory(session, body, teacher, settings)
     active = session.scalar(
         select(func.count())
         .select_from(Job)

@@ -15,6 +15,7 @@ from app.auth import TenantDep
 from app.datafiles import DatasetRejected, parse_dataset
 from app.dataset_limits import DatasetLimits
 from app.errors import PROBLEM_RESPONSES, InvalidInput
+from app.filenames import display_filename
 from app.freed_memory import release_freed_memory
 from app.idempotency import IdempotencyKeyHeader, request_digest
 from app.models import Dataset, new_id
@@ -61,7 +62,7 @@ def upload_dataset(
     ] = "L",
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Dataset:
-    filename = (file.filename or "dataset")[:255]
+    filename = display_filename(file.filename, "dataset")
     with received_file(file, settings.tmp_dir, settings.blob_chunk_bytes) as received:
         digest = request_digest(filename, received.sha256, label_column, image_size, image_mode)
         if idempotency_key is not None:

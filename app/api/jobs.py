@@ -35,6 +35,7 @@ from app.schemas import (
     JobPublic,
     Page,
 )
+from app.security_headers import ARTIFACT_POLICY
 from app.storage import iter_blob
 
 log = logging.getLogger(__name__)
@@ -247,5 +248,6 @@ def download_artifact(
             "Content-Length": str(blob.size),
             "Content-Disposition": f'attachment; filename="{name}"',
             "ETag": f'"{artifact.sha256}"',
+            "Content-Security-Policy": ARTIFACT_POLICY,
         },
     )

@@ -10,6 +10,7 @@ from app import idempotency
 from app.api.deps import SessionDep, SettingsDep
 from app.auth import TenantDep
 from app.errors import PROBLEM_RESPONSES
+from app.filenames import display_filename
 from app.idempotency import IdempotencyKeyHeader, request_digest
 from app.inspection import inspect_teacher_file
 from app.models import Teacher, new_id
@@ -58,7 +59,7 @@ def upload_teacher(
     teacher = Teacher(
         id=teacher_id,
         tenant_id=tenant,
-        filename=(file.filename or "teacher")[:255],
+        filename=display_filename(file.filename, "teacher"),
         status="ready",
         format=found["format"],
         blob_id=blob.id,
