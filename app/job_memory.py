@@ -13,7 +13,7 @@ bytes a worker holds at its peak:
 - activations: the values a training batch keeps for the backward pass, and their gradients.
 
 The figures are upper bounds (the worker frees some of this as it goes), so a job under the
-limit fits in that much memory; workers/README say how to set DISTILLERY_MAX_JOB_MEMORY_BYTES."""
+limit fits in that much memory (README, "Security": DISTILLERY_MAX_JOB_MEMORY_BYTES)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ import pytest
 from tests.app.live import create_key, extra_api
 from tests.conftest import Service, TeacherFiles
 
-SECONDS_PER_STACK = 50
+SECONDS_PER_STACK = 35
 EXAMPLES = 15  # per operation and phase, within the time budget
 CONFIG = """\
 headers = {{ Authorization = "Bearer {key}" }}

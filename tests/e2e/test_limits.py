@@ -6,6 +6,7 @@ naming the field, its code and the setting that holds the limit."""
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -239,12 +240,24 @@ def test_control_characters_are_stripped_from_filenames(
     assert r.status_code == 201 and r.json()["filename"] == "teacher", r.text
 
 
-def test_artifacts_and_dashboard_are_served_with_nosniff_and_a_policy(
-    service: Service, ids: dict[str, str]
+def test_dashboard_pages_carry_nosniff_and_a_policy(service: Service) -> None:
+    for page in ("/dashboard/", "/dashboard/job", "/dashboard/new"):
+        r = service.client.get(page)
+        policy = r.headers["content-security-policy"]
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert "script-src 'self' 'sha256-" in policy and "'unsafe-inline'" not in policy, policy
+    for route in ("/v1/jobs", "/v1/jobs/job_nope", "/dashboard/static/common.js", "/healthz"):
+        assert service.client.get(route).headers["x-content-type-options"] == "nosniff", route
+
+
+def test_artifacts_carry_nosniff_and_a_policy(
+    embedded_service: Service, digits_teacher: TeacherFiles, digits_files: dict[str, Path]
 ) -> None:
+    """The artifact route is one route on both stacks: one job, on the embedded stack."""
+    service = embedded_service
     body = {
-        "teacher_id": ids["teacher"],
-        "train_dataset_id": ids["train"],
+        "teacher_id": service.upload_teacher(digits_teacher.onnx).json()["id"],
+        "train_dataset_id": service.upload_dataset(digits_files["train"]).json()["id"],
         "student": {"hidden_sizes": [8]},
         "training": {"epochs": 1},
         "baseline": False,
@@ -255,10 +268,11 @@ def test_artifacts_and_dashboard_are_served_with_nosniff_and_a_policy(
         r = service.client.get(f"/v1/jobs/{job['id']}/artifacts/{name}")
         assert r.status_code == 200
         assert r.headers["x-content-type-options"] == "nosniff"
-        assert "default-src 'none'" in r.headers["content-security-policy"], r.headers
-    for page in ("/dashboard/", "/dashboard/job", "/dashboard/new"):
-        r = service.client.get(page)
         policy = r.headers["content-security-policy"]
-        assert r.headers["x-content-type-options"] == "nosniff"
-        assert "script-src 'self' 'sha256-" in policy and "'unsafe-inline'" not in policy, policy
-    assert service.client.get("/v1/jobs").headers["x-content-type-options"] == "nosniff"
+        assert "default-src 'none'" in policy and "sandbox" in policy, policy
+        if name == "metrics.json":
+
+            def refuse(token: str) -> None:
+                raise AssertionError(f"{token} in metrics.json")
+
+            json.loads(r.text, parse_constant=refuse)
