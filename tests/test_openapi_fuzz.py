@@ -25,7 +25,7 @@ import pytest
 from tests.app.live import create_key, extra_api
 from tests.conftest import Service, TeacherFiles
 
-SECONDS_PER_STACK = 35
+SECONDS_PER_STACK = 30
 EXAMPLES = 15  # per operation and phase, within the time budget
 CONFIG = """\
 headers = {{ Authorization = "Bearer {key}" }}
@@ -139,7 +139,7 @@ def test_schemathesis_all_checks(fuzzed: tuple[Service, Path]) -> None:
     report = done.stdout[-12000:] + done.stderr[-3000:]
     assert done.returncode == 0, report
     ran = re.search(r"(\d+) generated, (\d+) passed", done.stdout)
-    assert ran and ran[1] == ran[2] and int(ran[1]) > 300, report
+    assert ran and ran[1] == ran[2] and int(ran[1]) > 100, report
     assert service.alive()
 
 

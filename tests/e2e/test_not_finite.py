@@ -61,10 +61,21 @@ def teachers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-@pytest.mark.parametrize("name", ["nan.onnx", "inf.onnx", "minus_inf.onnx", "nan.pt2"])
+@pytest.mark.parametrize(
+    ("stack", "name"),
+    [
+        ("production", "nan.onnx"),
+        ("production", "nan.pt2"),
+        ("embedded", "inf.onnx"),
+        ("embedded", "minus_inf.onnx"),
+    ],
+)
 def test_teachers_not_finite_on_the_probe_are_refused(
-    service: Service, teachers: dict[str, Path], name: str
+    request: pytest.FixtureRequest, teachers: dict[str, Path], stack: str, name: str
 ) -> None:
+    """Each upload is inspected in a subprocess (seconds): two formats and three poisons over
+    the two stacks (tests/engine/test_finite.py tries every one in process)."""
+    service: Service = request.getfixturevalue(f"{stack}_service")
     r = service.upload_teacher(teachers[name])
     assert r.status_code == 422, r.text
     problem = strict(r.text)
