@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from app import finite_json
 from app.settings import get_settings
 
 
@@ -28,8 +29,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
+    # JSON columns (metrics, events, specs) never hold NaN or Infinity: see app/finite_json.py.
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            json_serializer=finite_json.dumps,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # connect_timeout: /readyz and the workers learn of an unreachable server in seconds.
@@ -39,6 +45,7 @@ def make_engine(url: str) -> Engine:
         pool_size=10,
         max_overflow=20,
         connect_args={"connect_timeout": 5},
+        json_serializer=finite_json.dumps,
     )
 
 

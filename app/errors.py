@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -125,6 +126,9 @@ def _field_problem(error: Mapping[str, Any]) -> FieldProblem:
             continue
         parts.append(part)
     message = str(error["msg"])
+    if error.get("type") == "json_invalid":
+        # A body that is not JSON at all is located by its character offset: name the body.
+        return FieldProblem(field="body", message=message)
     if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
         parts.append(str(error.get("ctx", {}).get("discriminator", "")).strip("'\""))
     elif error.get("type") == "extra_forbidden" and tag is not None and len(parts) >= 2:
@@ -176,8 +180,16 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = str(exc.detail) if exc.detail else "request failed"
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 400:
+            # Starlette's only 400s: a body it could not decode (not UTF-8, a broken
+            # multipart). The request's fault, answered as every other invalid body is.
+            unreadable = InvalidInput(f"the request body cannot be read: {detail}", field="body")
+            return problem_response(unreadable.to_problem())
+        if exc.status_code == 405 and allowed_methods(request):
+            headers["Allow"] = ", ".join(allowed_methods(request))
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return problem_response(
             Problem(
@@ -187,13 +199,28 @@ def install_error_handlers(app: FastAPI) -> None:
                 detail=detail,
                 code=code,
             ),
-            headers=getattr(exc, "headers", None),
+            headers=headers or None,
         )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the OpenAPI document lists for this path. Starlette's 405 names only the
+    first route that matched the path, and GET and POST /v1/jobs are two routes."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]*?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in operations if m in _HTTP_METHODS}
+    return sorted(methods)
+
+
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": title}
     for status, title in (
+        (401, "Unauthorized: the API key is missing or not valid"),
         (404, "Not found"),
         (413, "Upload too large"),
         (422, "Invalid input: `errors` names each field and its problem"),

@@ -21,6 +21,7 @@ from app.errors import (
 from app.jobs import routes as jobs
 from app.observability import MetricsMiddleware, configure_logging, readiness, registry
 from app.ratelimit import RateLimitMiddleware, make_limiter
+from app.security_headers import NoSniffMiddleware
 from app.settings import get_settings
 from app.teachers import routes as teachers
 from app.uploads import UploadLimitMiddleware
@@ -61,6 +62,7 @@ def create_app() -> FastAPI:
         ),
     )
     api.add_middleware(MetricsMiddleware)
+    api.add_middleware(NoSniffMiddleware)
     install_error_handlers(api)
     api.include_router(teachers.router)
     api.include_router(datasets.router)

@@ -214,8 +214,10 @@ def _unserved(session: Session, settings: Settings, queues: list[str]) -> str:
     parts = []
     for queue in queues:
         seen = workers.last_seen(session, queue)
-        what = "uploads stay processing" if queue == settings.inspection_queue_name else (
-            "jobs stay queued"
+        what = (
+            "uploads stay processing"
+            if queue == settings.inspection_queue_name
+            else ("jobs stay queued")
         )
         when = f"last seen {seen}" if seen else "never seen"
         parts.append(f"no worker serves queue {queue!r} ({when}): {what} until one runs")

@@ -47,6 +47,53 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=2 * 1024**3, ge=1, description="Largest accepted upload, counted on bytes read."
     )
+    max_decoded_bytes: int = Field(
+        default=4 * 1024**3,
+        ge=1024**2,
+        description="Largest a dataset may be once decoded (as float32, on disk); a small "
+        "upload may decode to at most 1000 times its size (zip and Parquet bombs).",
+    )
+    max_dataset_features: int = Field(
+        default=3 * 1024 * 1024,
+        ge=1,
+        description="Values in one row of a dataset (CSV/Parquet features, an NPZ row, "
+        "channels x height x width of an image). A row is converted whole.",
+    )
+    max_table_columns: int = Field(
+        default=100_000,
+        ge=2,
+        description="Columns of a CSV or Parquet dataset (a CSV row is held as one Python "
+        "string per cell while it is parsed).",
+    )
+    max_csv_line_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Longest CSV record (header or row) the parser reads before splitting it.",
+    )
+    max_images: int = Field(
+        default=60_000,
+        ge=1,
+        description="Members of an image-archive (or any zip) upload; the archive's directory "
+        "is held in memory.",
+    )
+    max_image_pixels: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1,
+        description="Pixels of one image before resizing (decoded whole, about 4 bytes a "
+        "pixel); JPEGs are first decoded at a reduced scale when image_size allows.",
+    )
+    max_job_memory_bytes: int = Field(
+        default=8 * 1024**3,
+        ge=64 * 1024**2,
+        description="Memory a job may need on its worker, estimated at submission from the "
+        "student, batch size and data (rows, weights, gradients, Adam moments, activations); "
+        "a job estimated over it is refused with a 422. Set it to what one worker has.",
+    )
+    max_student_parameters: int = Field(
+        default=100_000_000,
+        ge=10,
+        description="Parameters of any model a job trains (student, teacher assistant, VAE).",
+    )
     blob_chunk_bytes: int = Field(
         default=1024 * 1024, ge=4096, description="Size of the chunks blobs are stored in."
     )

@@ -15,9 +15,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.errors import PayloadTooLarge, problem_response
 from app.storage import FileDigest
 
+# A JSON body (a job spec) is parsed whole in memory; a real one is a few KB.
+MAX_JSON_BODY_BYTES = 1024 * 1024
+
 
 class UploadLimitMiddleware:
-    """Refuses request bodies over `max_bytes` with 413, counting the bytes received.
+    """Refuses request bodies over `max_bytes` with 413, counting the bytes received; bodies
+    that are not multipart uploads (JSON) over MAX_JSON_BODY_BYTES too.
 
     Content-Length is checked first; chunked bodies are counted as they arrive, and once
     the limit is passed the app's own response is replaced by the 413."""
@@ -30,13 +34,17 @@ class UploadLimitMiddleware:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
+        headers = dict(scope.get("headers", []))
+        upload = headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data")
+        limit = self.max_bytes if upload else min(self.max_bytes, MAX_JSON_BODY_BYTES)
         too_large = PayloadTooLarge(
-            f"the request body exceeds the limit of {self.max_bytes} bytes", field="file"
+            f"the request body exceeds the limit of {limit} bytes",
+            field="file" if upload else "body",
         ).to_problem()
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await problem_response(too_large)(scope, receive, send)
-                return
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            await problem_response(too_large)(scope, receive, send)
+            return
 
         received = 0
         exceeded = False
@@ -49,7 +57,7 @@ class UploadLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     exceeded = True
                     return {"type": "http.disconnect"}
             return message

@@ -2,8 +2,9 @@
 uploaded teacher in its own confined process (limits, no network: worker/confinement.py).
 
 Prints exactly one JSON line: {"ok": true, "teacher": {...}} or {"ok": false, "error": "...",
-"code": "teacher_invalid" | "teacher_resource_limit"}; exit code 0 either way (nonzero only if
-the inspector itself crashed, could not be confined, or was killed at its limits)."""
+"code": "teacher_invalid" | "teacher_resource_limit" | "teacher_output_not_finite"}; exit code 0
+either way (nonzero only if the inspector itself crashed, could not be confined, or was killed
+at its limits)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,14 @@ def _inspect(path: Path, memory_bytes: int) -> dict[str, object]:
     import torch
 
     torch.set_num_threads(1)
-    from worker.engine.errors import is_memory_error
+    from worker.engine.errors import is_memory_error, memory_summary
+    from worker.engine.finite import TeacherOutputNotFinite
     from worker.engine.teachers import TeacherRejected, inspect_teacher
-    from worker.teacher_process import memory_summary
 
     try:
         return {"ok": True, "teacher": inspect_teacher(path)}
+    except TeacherOutputNotFinite as exc:
+        return {"ok": False, "error": str(exc), "code": exc.code}
     except FileNotFoundError:
         return {"ok": False, "error": f"no such file: {path}", "code": "teacher_invalid"}
     except (TeacherRejected, MemoryError) as exc:

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Refused(Exception):
-    """The file cannot serve as a teacher; `code` is teacher_invalid or teacher_resource_limit."""
+    """The file cannot serve as a teacher; `code` is teacher_invalid, teacher_resource_limit
+    or teacher_output_not_finite."""
 
     code: str
     message: str

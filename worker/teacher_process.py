@@ -19,7 +19,6 @@ import argparse
 import io
 import json
 import os
-import re
 import select
 import socket
 import struct
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from worker.confinement import ConfinementFailed, confine
-from worker.engine.errors import is_memory_error
+from worker.engine.errors import is_memory_error, memory_summary
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,20 +39,6 @@ MAX_HEADER_BYTES = 1024 * 1024
 
 class ProtocolError(Exception):
     """The other side sent something that is not a well-formed message."""
-
-
-def memory_summary(exc: BaseException) -> str:
-    """How much the failed allocation asked for, when the runtime says; else its message."""
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            break
-        asked = re.search(r"(?:buffer of size|allocate)\D{0,20}(\d{6,})", str(seen))
-        if asked:
-            return f"one allocation asked for {int(asked.group(1)) / 1024**3:.1f} GiB"
-        seen = seen.__cause__ or seen.__context__
-    text = str(exc).strip()
-    return text.splitlines()[-1][:300] if text else type(exc).__name__
 
 
 def _read_exact(fd: int, size: int, deadline: float | None) -> bytearray:

@@ -8,7 +8,11 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
+from app.security_headers import dashboard_policy
+
 STATIC = Path(__file__).parent / "static"
+PAGES = {"index": STATIC / "index.html", "job": STATIC / "job.html", "new": STATIC / "new.html"}
+POLICY = {"Content-Security-Policy": dashboard_policy(list(PAGES.values()))}
 router = APIRouter(include_in_schema=False)
 static_files = StaticFiles(directory=STATIC)
 
@@ -20,14 +24,14 @@ def home() -> RedirectResponse:
 
 @router.get("/dashboard/")
 def jobs_page() -> FileResponse:
-    return FileResponse(STATIC / "index.html")
+    return FileResponse(PAGES["index"], headers=POLICY)
 
 
 @router.get("/dashboard/job")
 def job_page() -> FileResponse:
-    return FileResponse(STATIC / "job.html")
+    return FileResponse(PAGES["job"], headers=POLICY)
 
 
 @router.get("/dashboard/new")
 def new_page() -> FileResponse:
-    return FileResponse(STATIC / "new.html")
+    return FileResponse(PAGES["new"], headers=POLICY)

@@ -11,10 +11,13 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from app import idempotency
 from app.auth import TenantDep
+from app.datasets.freed_memory import release_freed_memory
 from app.datasets.parsers import DatasetRejected, parse_dataset
+from app.datasets.parsers.limits import DatasetLimits
 from app.datasets.schemas import DatasetPublic
 from app.deps import SessionDep, SettingsDep
 from app.errors import PROBLEM_RESPONSES, InvalidInput
+from app.filenames import display_filename
 from app.idempotency import IdempotencyKeyHeader, request_digest
 from app.models import Dataset, new_id
 from app.ownership import owned
@@ -41,20 +44,25 @@ def upload_dataset(
     label_column: Annotated[
         str | None,
         Form(
-            description="CSV only: the column holding integer labels (default `label` if present; "
-            "without it the dataset is unlabeled).",
+            max_length=255,
+            description="CSV or Parquet: the column holding integer labels (default `label` if "
+            "present; without it the dataset is unlabeled).",
         ),
     ] = None,
     image_size: Annotated[
         str | None,
-        Form(description="Image archives: resize every image to WIDTHxHEIGHT, e.g. 28x28."),
+        Form(
+            max_length=32,
+            description="Image archives: resize every image to WIDTHxHEIGHT, e.g. 28x28.",
+        ),
     ] = None,
     image_mode: Annotated[
-        str, Form(description="Image archives: L (grayscale, 1 channel) or RGB (3).")
+        str,
+        Form(max_length=8, description="Image archives: L (grayscale, 1 channel) or RGB (3)."),
     ] = "L",
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Dataset:
-    filename = (file.filename or "dataset")[:255]
+    filename = display_filename(file.filename, "dataset")
     with received_file(file, settings.tmp_dir, settings.blob_chunk_bytes) as received:
         digest = request_digest(filename, received.sha256, label_column, image_size, image_mode)
         if idempotency_key is not None:
@@ -66,13 +74,20 @@ def upload_dataset(
         try:
             try:
                 parsed = parse_dataset(
-                    received.path, filename, out_dir, label_column, image_size, image_mode
+                    received.path,
+                    filename,
+                    out_dir,
+                    label_column,
+                    image_size,
+                    image_mode,
+                    DatasetLimits.from_settings(settings),
                 )
             except DatasetRejected as exc:
                 raise InvalidInput(exc.message, field=exc.field, code="dataset_invalid") from exc
             blob = store_file(session, parsed.canonical_path, settings.blob_chunk_bytes)
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
+            release_freed_memory()
     dataset_id = new_id("ds")
     if idempotency_key is not None:
         try:
@@ -112,7 +127,7 @@ def get_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> Data
     return owned(session, Dataset, dataset_id, tenant, "dataset_id")
 
 
-@router.get("", response_model=Page[DatasetPublic])
+@router.get("", response_model=Page[DatasetPublic], responses=PROBLEM_RESPONSES)
 def list_datasets(
     session: SessionDep,
     tenant: TenantDep,

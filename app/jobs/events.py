@@ -7,6 +7,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.finite_json import finite_or_null
 from app.models import JobEvent
 
 EventType = Literal["state", "message", "metrics"]
@@ -33,5 +34,5 @@ def event_public(event: JobEvent) -> dict[str, Any]:
         "created_at": event.created_at,
         "type": event.type,
         "message": event.message,
-        "data": event.data,
+        "data": finite_or_null(event.data),
     }

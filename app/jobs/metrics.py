@@ -33,8 +33,8 @@ class EpochMetrics(_Report):
 
 class ClassificationReport(_Report):
     accuracy: float
-    nll: float
-    ece: float = Field(description="Expected calibration error, 15 bins.")
+    nll: float | None = Field(description="Mean negative log-likelihood; null if infinite.")
+    ece: float | None = Field(description="Expected calibration error, 15 bins.")
     per_class_accuracy: dict[str, float | None]
     confusion_matrix: list[list[int]] = Field(description="Rows: true class.")
 

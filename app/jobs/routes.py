@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -13,11 +12,12 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from app import idempotency
+from app import finite_json, idempotency
 from app.auth import TenantDep
+from app.bounds import INT64_MAX
 from app.db import session_scope
 from app.deps import SessionDep, SettingsDep
-from app.errors import PROBLEM_RESPONSES, NotFound
+from app.errors import PROBLEM_RESPONSES, InvalidInput, NotFound
 from app.failpoints import failpoint
 from app.idempotency import IdempotencyKeyHeader, request_digest
 from app.jobs.events import event_public, events_after
@@ -29,11 +29,16 @@ from app.models import Artifact, Blob, Job, new_id
 from app.outbox import publish_pending
 from app.ownership import owned
 from app.pagination import Page, newest_first
+from app.security_headers import ARTIFACT_POLICY
 from app.storage import iter_blob
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 STREAM_POLL_SECONDS = 0.5
+# Event ids are 64-bit integers in the database: a cursor past them is refused, not sent on.
+EventCursor = Annotated[
+    int | None, Query(ge=0, le=INT64_MAX, description="id of the last event seen")
+]
 
 
 def _job(session: SessionDep, job_id: str, tenant: str) -> Job:
@@ -119,7 +124,7 @@ def list_events(
     job_id: str,
     session: SessionDep,
     tenant: TenantDep,
-    after: Annotated[int | None, Query(description="id of the last event seen")] = None,
+    after: EventCursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """The job's events, oldest first: state changes, messages (stages), per-epoch metrics."""
@@ -139,14 +144,27 @@ def stream_events(
     job_id: str,
     session: SessionDep,
     tenant: TenantDep,
-    after: Annotated[int | None, Query(description="id of the last event seen")] = None,
-    last_event_id: Annotated[int | None, Header()] = None,
+    after: EventCursor = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            pattern=r"^[0-9]{1,19}$",
+            description="The last event id received (an SSE reconnect): a 64-bit event id.",
+        ),
+    ] = None,
 ) -> StreamingResponse:
     """The same events as server-sent events, until the job has ended. Resumes after
     `Last-Event-ID` (or `after`)."""
     _job(session, job_id, tenant)
+    if last_event_id is not None:
+        after = int(last_event_id)
+        if after > INT64_MAX:
+            raise InvalidInput(
+                f"{last_event_id} is past the largest event id ({INT64_MAX})",
+                field="last-event-id",
+            )
     return StreamingResponse(
-        _event_stream(job_id, last_event_id if last_event_id is not None else after),
+        _event_stream(job_id, after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -161,7 +179,7 @@ def _event_stream(job_id: str, after: int | None) -> Iterator[str]:
             ended = job is None or job.status in TERMINAL
         for event in events:
             after = event.id
-            body = json.dumps(event_public(event), default=str)
+            body = finite_json.dumps(event_public(event), default=str)
             yield f"id: {event.id}\nevent: {event.type}\ndata: {body}\n\n"
             last_sent = time.monotonic()
         if ended and not events:
@@ -198,7 +216,13 @@ def list_artifacts(
 @router.get(
     "/{job_id}/artifacts/{name}",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, **PROBLEM_RESPONSES},
+    responses={
+        200: {
+            "description": "The artifact's bytes (student.onnx, metrics.json, report.html, ...)",
+            "content": {"application/octet-stream": {}, "application/json": {}, "text/html": {}},
+        },
+        **PROBLEM_RESPONSES,
+    },
 )
 def download_artifact(
     job_id: str, name: str, session: SessionDep, tenant: TenantDep
@@ -217,5 +241,6 @@ def download_artifact(
             "Content-Length": str(blob.size),
             "Content-Disposition": f'attachment; filename="{name}"',
             "ETag": f'"{artifact.sha256}"',
+            "Content-Security-Policy": ARTIFACT_POLICY,
         },
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.finite_json import finite_or_null
 from app.jobs import state
 from app.jobs.spec import JobCreate, JobSpec
 from app.jobs.validation import validate_submission
@@ -47,7 +48,7 @@ def job_public(job: Job) -> dict[str, Any]:
         "stage": job.stage,
         "epoch": job.epoch,
         "epochs": spec.training.epochs,
-        "metrics": job.metrics,
+        "metrics": finite_or_null(job.metrics),
         "error": (
             {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None
         ),

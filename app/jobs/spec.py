@@ -13,9 +13,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.bounds import INT32_MAX, INT64_MAX
+
 SPEC_VERSION: Literal[1] = 1
-MAX_INT32 = 2**31 - 1
-Seed = Annotated[int, Field(ge=0, le=MAX_INT32)]
+Seed = Annotated[int, Field(ge=0, le=INT32_MAX)]
 HiddenSizes = Annotated[
     list[Annotated[int, Field(ge=1, le=65536)]], Field(min_length=1, max_length=16)
 ]
@@ -24,7 +25,9 @@ ResourceId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Unknown fields are refused, and so are NaN and Infinity (Python's JSON parser reads
+    # them; no spec may store them).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class StudentConfig(_Strict):
@@ -41,7 +44,7 @@ class StudentConfig(_Strict):
     max_parameters: int | None = Field(
         default=None,
         ge=10,
-        le=2**40,
+        le=INT64_MAX,
         description="Size the student automatically: widen or narrow every layer (keeping "
         "the shape given by hidden_sizes or channels) to the largest student with at most "
         "this many parameters.",
@@ -108,7 +111,7 @@ class TrainingConfig(_Strict):
     time_limit_seconds: int | None = Field(
         default=None,
         ge=1,
-        le=MAX_INT32,
+        le=INT32_MAX,
         description="Fail the job (error.code time_limit_exceeded) if it runs longer; at most "
         "and by default the server's DISTILLERY_JOB_TIME_LIMIT_SECONDS.",
     )

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidInput, TooManyRequests
+from app.jobs.memory_check import check_job_memory
 from app.jobs.spec import (
     DilatedConvPhi,
     GaussianNoisePhi,
@@ -26,8 +27,6 @@ from app.settings import Settings
 
 # Below this many labeled rows a held-out split of train says nothing useful.
 MIN_ROWS_FOR_SPLIT = 20
-# Training rows (labeled and transfer) are held in memory as float32 by the worker.
-MAX_TRAINING_GIB = 2
 
 
 @dataclass(frozen=True)
@@ -228,9 +227,7 @@ PHI_CHECKS: dict[type[Any], PhiCheck] = {
 }
 
 
-def _through_phi(
-    session: Session, spec: JobSpec, teacher: TeacherView, tenant: str
-) -> TeacherView:
+def _through_phi(session: Session, spec: JobSpec, teacher: TeacherView, tenant: str) -> TeacherView:
     if spec.cross_domain is None:
         return teacher
     train = dataset(session, "train_dataset_id", spec.train_dataset_id, tenant)
@@ -284,12 +281,10 @@ def _splittable(spec: JobSpec, train: Dataset) -> None:
 def _transfer(
     session: Session, spec: JobSpec, teacher: TeacherView, train: Dataset, tenant: str
 ) -> None:
-    rows = train.rows
     for i, dataset_id in enumerate(spec.transfer_dataset_ids):
         field = f"transfer_dataset_ids.{i}"
         found = dataset(session, field, dataset_id, tenant)
         _matches_teacher(field, found, teacher, labels_matter=False)
-        rows += found.rows
     if spec.transfer is None:
         return
     if "vae" in spec.transfer.methods and not isinstance(spec.cross_domain, VaePhi):
@@ -299,16 +294,6 @@ def _transfer(
             "synthesize with 'mixup', 'noise' or 'shift'",
             field="transfer.synthesize",
             code="vae_required",
-        )
-    rows += spec.transfer.size * len(spec.transfer.methods)
-    features = math.prod(teacher.input_shape)
-    gib = rows * features * 4 / 1024**3
-    if gib > MAX_TRAINING_GIB:
-        raise InvalidInput(
-            f"training and transfer rows would take {gib:.1f} GiB as float32 "
-            f"({rows} rows x {features} features); at most {MAX_TRAINING_GIB} GiB: lower "
-            "transfer.size or use fewer transfer datasets",
-            field="transfer.size",
         )
 
 
@@ -409,5 +394,6 @@ def validate_submission(
     _splittable(spec, train)
     _transfer(session, spec, teacher, train, tenant)
     _method(spec, teacher, train)
+    check_job_memory(session, spec, teacher, settings)
     _limits(session, spec, tenant, settings)
     return teacher

@@ -13,6 +13,7 @@ from app.auth import TenantDep
 from app.db import session_scope
 from app.deps import SessionDep, SettingsDep
 from app.errors import PROBLEM_RESPONSES
+from app.filenames import display_filename
 from app.idempotency import IdempotencyKeyHeader, request_digest
 from app.models import Teacher, new_id
 from app.outbox import publish_pending
@@ -35,7 +36,7 @@ def _store(
 ) -> tuple[str, bool]:
     """The upload in one transaction: blob, processing teacher, inspection message. Returns
     the teacher's id, and whether an earlier request with this Idempotency-Key made it."""
-    filename = (file.filename or "teacher")[:255]
+    filename = display_filename(file.filename, "teacher")
     with received_file(file, settings.tmp_dir, settings.blob_chunk_bytes) as received:
         digest = request_digest(file.filename, received.sha256)
         teacher_id = new_id("tch")
@@ -91,7 +92,7 @@ def get_teacher(teacher_id: str, session: SessionDep, tenant: TenantDep) -> Teac
     return owned(session, Teacher, teacher_id, tenant, "teacher_id")
 
 
-@router.get("", response_model=Page[TeacherPublic])
+@router.get("", response_model=Page[TeacherPublic], responses=PROBLEM_RESPONSES)
 def list_teachers(
     session: SessionDep,
     tenant: TenantDep,

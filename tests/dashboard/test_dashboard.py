@@ -39,6 +39,12 @@ def test_dashboard_upload_submit_watch_download(
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
+        # The pages run under a Content-Security-Policy: nothing they do may be blocked by it.
+        refused: list[str] = []
+        page.on(
+            "console",
+            lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None,
+        )
         page.goto(f"{embedded_service.base_url}/")
         expect(page.locator("h1")).to_have_text("Jobs")
 
@@ -92,3 +98,4 @@ def test_dashboard_upload_submit_watch_download(
         page.reload()
         expect(page.locator("#jobs tbody tr", has_text=job_id)).to_have_count(1)
         browser.close()
+    assert refused == [], refused

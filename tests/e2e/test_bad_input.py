@@ -21,11 +21,15 @@ class _Exploit:
         return (os.system, (f"touch {self.marker}",))
 
 
-def _problem(r: Any, status: int, field: str | None = None) -> dict[str, Any]:
+def _problem(
+    r: Any, status: int, field: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     body: dict[str, Any] = r.json()
     assert body["status"] == status and body["detail"]
+    if code is not None:
+        assert body["code"] == code, body
     if field is not None:
         assert field in [e["field"] for e in body["errors"]], body
     return body
@@ -58,7 +62,7 @@ def test_bad_teacher_files(
     for name, content in cases.items():
         path = tmp_path / name
         path.write_bytes(content)
-        body = _problem(service.upload_teacher(path), 422, "file")
+        body = _problem(service.upload_teacher(path), 422, "file", "teacher_invalid")
         if name in ("exploit.pkl", "module.pt", "exploit_zip.pt"):
             assert "pickle" in body["detail"].lower(), body
             assert "export" in body["detail"].lower(), body
@@ -74,10 +78,11 @@ def test_bad_datasets(production_service: Service, tmp_path: Path) -> None:
     (tmp_path / "garbage.npz").write_bytes(os.urandom(2000))
     (tmp_path / "bad.csv").write_text("a,b,label\n1,2,0\n3,oops,1\n")
     for name in ("empty.npz", "negative.npz", "objects.npz", "garbage.npz", "bad.csv"):
-        _problem(service.upload_dataset(tmp_path / name), 422, "file")
+        _problem(service.upload_dataset(tmp_path / name), 422, "file", "dataset_invalid")
         assert service.alive()
     (tmp_path / "ok.csv").write_text("a,b,target\n1,2,0\n3,4,1\n")
-    _problem(service.upload_dataset(tmp_path / "ok.csv", label_column="klass"), 422, "label_column")
+    r = service.upload_dataset(tmp_path / "ok.csv", label_column="klass")
+    _problem(r, 422, "label_column", "dataset_invalid")
     r = service.upload_dataset(tmp_path / "ok.csv", label_column="target")
     assert r.status_code == 201 and r.json()["num_classes"] == 2
 
@@ -86,7 +91,7 @@ def test_upload_limit_counts_bytes(production_service: Service, tmp_path: Path) 
     service = production_service
     big = tmp_path / "big.onnx"
     big.write_bytes(b"\0" * (9 * 1024 * 1024))  # the test stack allows 8 MiB
-    _problem(service.upload_teacher(big), 413)
+    _problem(service.upload_teacher(big), 413, "file", "payload_too_large")
 
     def chunked() -> Any:  # no Content-Length: counted as it arrives
         boundary = b"--xyz\r\n"
@@ -100,7 +105,7 @@ def test_upload_limit_counts_bytes(production_service: Service, tmp_path: Path) 
         content=chunked(),
         headers={"content-type": "multipart/form-data; boundary=xyz"},
     )
-    _problem(r, 413)
+    _problem(r, 413, "file", "payload_too_large")
     assert service.alive()
 
 
@@ -127,30 +132,44 @@ def uploaded(
 
 
 @pytest.mark.parametrize(
-    ("change", "field"),
+    ("change", "field", "code"),
     [
-        ({"teacher_id": "tch_missing"}, "teacher_id"),
-        ({"train_dataset_id": "ds_missing"}, "train_dataset_id"),
-        ({"test_dataset_id": "ds_missing"}, "test_dataset_id"),
-        ({"train_dataset_id": "@flat"}, "train_dataset_id"),
-        ({"train_dataset_id": "@many"}, "train_dataset_id"),
-        ({"train_dataset_id": "@tiny"}, "train_dataset_id"),
-        ({"train_dataset_id": "@unlabeled"}, "train_dataset_id"),
-        ({"test_dataset_id": "@unlabeled"}, "test_dataset_id"),
-        ({"training": {"epochs": 0}}, "training.epochs"),
-        ({"training": {"learning_rate": -1}}, "training.learning_rate"),
-        ({"training": {"batch_size": 0}}, "training.batch_size"),
-        ({"method": {"temperature": 0}}, "method.temperature"),
-        ({"method": {"alpha": 1.5}}, "method.alpha"),
-        ({"method": {"type": "magic"}}, "method.type"),
-        ({"student": {"architecture": "transformer"}}, "student.architecture"),
-        ({"student": {"hidden_sizes": []}}, "student.hidden_sizes"),
-        ({"student": {"dropout": 1.0}}, "student.dropout"),
-        ({"student": {"hidden": [3]}}, "student.hidden"),
+        ({"teacher_id": "tch_missing"}, "teacher_id", "unknown_id"),
+        ({"train_dataset_id": "ds_missing"}, "train_dataset_id", "unknown_id"),
+        ({"test_dataset_id": "ds_missing"}, "test_dataset_id", "unknown_id"),
+        ({"train_dataset_id": "@flat"}, "train_dataset_id", "shape_mismatch"),
+        ({"train_dataset_id": "@many"}, "train_dataset_id", "labels_out_of_range"),
+        ({"train_dataset_id": "@tiny"}, "train_dataset_id", "invalid_input"),
+        ({"train_dataset_id": "@unlabeled"}, "train_dataset_id", "labels_required"),
+        ({"test_dataset_id": "@unlabeled"}, "test_dataset_id", "labels_required"),
+        ({"training": {"epochs": 0}}, "training.epochs", "invalid_input"),
+        ({"training": {"learning_rate": -1}}, "training.learning_rate", "invalid_input"),
+        ({"training": {"batch_size": 0}}, "training.batch_size", "invalid_input"),
+        ({"training": {"seed": 2**31}}, "training.seed", "invalid_input"),
+        (
+            {"training": {"time_limit_seconds": 2**31}},
+            "training.time_limit_seconds",
+            "invalid_input",
+        ),
+        ({"method": {"temperature": 0}}, "method.temperature", "invalid_input"),
+        ({"method": {"alpha": 1.5}}, "method.alpha", "invalid_input"),
+        ({"method": {"type": "magic"}}, "method.type", "invalid_input"),
+        ({"method": {"kd_stop_epoch": 10**20}}, "method.kd_stop_epoch", "invalid_input"),
+        ({"student": {"architecture": "transformer"}}, "student.architecture", "invalid_input"),
+        ({"student": {"hidden_sizes": []}}, "student.hidden_sizes", "invalid_input"),
+        ({"student": {"hidden_sizes": [2**40]}}, "student.hidden_sizes.0", "invalid_input"),
+        ({"student": {"max_parameters": 2**63}}, "student.max_parameters", "invalid_input"),
+        ({"student": {"dropout": 1.0}}, "student.dropout", "invalid_input"),
+        ({"student": {"hidden": [3]}}, "student.hidden", "invalid_input"),
+        ({"transfer": {"synthesize": "noise", "size": 10**12}}, "transfer.size", "invalid_input"),
     ],
 )
 def test_bad_job_submissions(
-    production_service: Service, uploaded: dict[str, str], change: dict[str, Any], field: str
+    production_service: Service,
+    uploaded: dict[str, str],
+    change: dict[str, Any],
+    field: str,
+    code: str,
 ) -> None:
     body: dict[str, Any] = {
         "teacher_id": uploaded["teacher"],
@@ -158,7 +177,7 @@ def test_bad_job_submissions(
     }
     for key, value in change.items():
         body[key] = uploaded[value[1:]] if isinstance(value, str) and value[:1] == "@" else value
-    _problem(production_service.client.post("/v1/jobs", json=body), 422, field)
+    _problem(production_service.client.post("/v1/jobs", json=body), 422, field, code)
     assert production_service.alive()
 
 

@@ -156,3 +156,56 @@ def mapping_onnx(path: Path, features: int = 64) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def poisoned_onnx(
+    path: Path,
+    poison: float,
+    when: str = "always",
+    shape: tuple[int, ...] = (1, 8, 8),
+    classes: int = 10,
+) -> Path:
+    """A classifier whose logits get `poison` (NaN or +-inf) added: on every row ("always"),
+    only past the inspector's 8 probe rows ("past_probe": a batch of more rows), or only where
+    an input value exceeds 100 ("large_inputs": rows far from the training data)."""
+    inits = [
+        numpy_helper.from_array(np.array([poison], np.float32), "poison"),
+        numpy_helper.from_array(np.array([0.0], np.float32), "clean"),
+    ]
+    nodes = _classifier("scores")
+    if when == "always":
+        nodes.append(helper.make_node("Add", ["scores", "poison"], ["logits"]))
+        return _model(path, nodes, inits + _weights(shape, classes), shape, classes)
+    if when == "past_probe":
+        count, extra_inits = _rows_past_probe(PROBE_ROWS)
+        nodes = [*count, *nodes]
+        inits += extra_inits
+        nodes.append(helper.make_node("Greater", ["extra", "zero"], ["bad"]))
+    elif when == "large_inputs":
+        inits.append(numpy_helper.from_array(np.array(100.0, np.float32), "limit"))
+        nodes.append(helper.make_node("ReduceMax", ["flat"], ["top"], axes=[1], keepdims=1))
+        nodes.append(helper.make_node("Greater", ["top", "limit"], ["bad"]))
+    else:
+        raise ValueError(when)
+    nodes.append(helper.make_node("Where", ["bad", "poison", "clean"], ["added"]))
+    nodes.append(helper.make_node("Add", ["scores", "added"], ["logits"]))
+    return _model(path, nodes, inits + _weights(shape, classes), shape, classes)
+
+
+def constant_onnx(path: Path, shape: tuple[int, ...] = (1, 8, 8), classes: int = 10) -> Path:
+    """Finite logits whatever the input's scale (0 * x, then a bias): a teacher that stays
+    finite while a student fed enormous raw inputs overflows."""
+    rng = np.random.default_rng(2)
+    features = int(np.prod(shape))
+    inits = [
+        numpy_helper.from_array(np.zeros((features, classes), np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal(classes).astype(np.float32), "b"),
+        numpy_helper.from_array(np.array([0.0], np.float32), "nil"),
+    ]
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["flat"]),
+        helper.make_node("Mul", ["flat", "nil"], ["zeros"]),
+        helper.make_node("MatMul", ["zeros", "w"], ["none"]),
+        helper.make_node("Add", ["none", "b"], ["logits"]),
+    ]
+    return _model(path, nodes, inits, shape, classes)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from worker.engine.errors import JobFailure
+from worker.engine.finite import finite_mapping_outputs
 from worker.engine.teachers.base import OutputKind, Teacher
 
 CHUNK_ROWS = 8192
@@ -327,19 +328,20 @@ class MappedTeacher:
             else None
         )
 
+    def _phi(self, x: np.ndarray, start: int) -> np.ndarray:
+        rows = x[start : start + CHUNK_ROWS]
+        return finite_mapping_outputs(np.asarray(self.mapping(rows, start)), "the job's rows")
+
     def mapped(self, x: np.ndarray) -> np.ndarray:
         """phi(x), in chunks."""
-        parts = [
-            self.mapping(x[start : start + CHUNK_ROWS], start)
-            for start in range(0, len(x), CHUNK_ROWS)
-        ]
+        parts = [self._phi(x, start) for start in range(0, len(x), CHUNK_ROWS)]
         if not parts:
             return np.zeros((0, *self.source_input_shape), np.float32)
         return np.concatenate(parts).astype(np.float32, copy=False)
 
     def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
         outputs = [
-            self.teacher.logits(self.mapping(x[start : start + CHUNK_ROWS], start), batch_size)
+            self.teacher.logits(self._phi(x, start), batch_size)
             for start in range(0, len(x), CHUNK_ROWS)
         ]
         if not outputs:

@@ -42,3 +42,17 @@ def is_memory_error(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def memory_summary(exc: BaseException) -> str:
+    """How much the failed allocation asked for, when the runtime says; else its message."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        asked = re.search(r"(?:buffer of size|allocate)\D{0,20}(\d{6,})", str(seen))
+        if asked:
+            return f"one allocation asked for {int(asked.group(1)) / 1024**3:.1f} GiB"
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc).strip()
+    return text.splitlines()[-1][:300] if text else type(exc).__name__

@@ -88,6 +88,9 @@ def export_onnx(
             want = model(torch.from_numpy(rows.copy())).numpy()
         if got.shape != want.shape:
             raise ExportCheckFailed(f"ONNX output shape {got.shape} != PyTorch {want.shape}")
+        if not (np.isfinite(got).all() and np.isfinite(want).all()):
+            # NaN compares as "no difference": a student that outputs it must not pass.
+            raise ExportCheckFailed("the student's outputs on the check rows are not finite")
         worst = max(worst, float(np.abs(got - want).max()))
     if worst > tolerance:
         raise ExportCheckFailed(

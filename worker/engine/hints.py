@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worker.engine.finite import finite_loss
+
 
 def hint_layer(student: nn.Module) -> nn.Module:
     """The student's middle layer: the activation after its middle hidden layer (mlp) or
@@ -59,7 +61,7 @@ def hint_stage(
         )
         shuffle = torch.Generator(device="cpu").manual_seed(seed)
         losses = []
-        for _ in range(epochs):
+        for epoch in range(1, epochs + 1):
             student.train()
             order = torch.randperm(len(x), generator=shuffle).to(device)
             total = torch.zeros((), device=device)
@@ -74,7 +76,7 @@ def hint_stage(
                 loss.backward()
                 optimizer.step()
                 total += loss.detach() * len(idx)
-            losses.append(float(total) / len(x))
+            losses.append(finite_loss(float(total) / len(x), "hint", epoch))
     finally:
         handle.remove()
     return HintReport(

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from worker.engine.finite import finite_teacher_outputs
+
 
 class LogitCache(Protocol):
     def get(self, key: str) -> np.ndarray | None: ...
@@ -69,15 +71,19 @@ def file_fingerprint(path: Path) -> str:
     return hasher.hexdigest()
 
 
-def teacher_logits(teacher: Any, x: np.ndarray, cache: LogitCache | None) -> np.ndarray:
-    """The teacher's logits for x, from the cache when this teacher has seen these inputs."""
+def teacher_logits(
+    teacher: Any, x: np.ndarray, cache: LogitCache | None, what: str = "these rows"
+) -> np.ndarray:
+    """The teacher's logits for x, from the cache when this teacher has seen these inputs.
+
+    Non-finite outputs raise TeacherOutputNotFinite (naming `what`) and are never cached."""
     teacher_id = getattr(teacher, "fingerprint", None)
     if cache is None or teacher_id is None or len(x) == 0:
-        return np.asarray(teacher.logits(x), dtype=np.float32)
+        return finite_teacher_outputs(np.asarray(teacher.logits(x), dtype=np.float32), what)
     key = hashlib.sha256(f"{teacher_id}:{teacher.output_name}:{fingerprint(x)}".encode())
     found = cache.get(key.hexdigest())
     if found is not None and found.shape == (len(x), teacher.num_classes):
-        return found
-    logits = np.asarray(teacher.logits(x), dtype=np.float32)
+        return finite_teacher_outputs(found, what)
+    logits = finite_teacher_outputs(np.asarray(teacher.logits(x), dtype=np.float32), what)
     cache.put(key.hexdigest(), logits)
     return logits

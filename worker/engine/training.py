@@ -17,6 +17,7 @@ from torch import nn
 
 from worker.engine.config import DistillConfig
 from worker.engine.evaluation import accuracy, agreement
+from worker.engine.finite import finite_loss
 from worker.engine.hooks import CheckpointStore, current_hooks, pack_state, unpack_state
 from worker.engine.losses import kd_loss_rows
 from worker.engine.students import Standardize
@@ -233,9 +234,10 @@ def _record(
     seconds: float,
 ) -> EpochRecord:
     n, transfer = len(rows.x), len(rows.x) - rows.labeled_rows
+    total = finite_loss(alpha * sums.hard + (1.0 - alpha) * sums.soft, "training", epoch)
     return EpochRecord(
         epoch=epoch,
-        loss=(alpha * sums.hard + (1.0 - alpha) * sums.soft) / n,
+        loss=total / n,
         hard_loss=sums.hard / n,
         soft_loss=sums.soft / n,
         validation_accuracy=validation_accuracy,

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from worker.engine.crossdomain import MappingRejected
+from worker.engine.finite import finite_loss
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ def train_vae(
             loss.backward()
             optimizer.step()
             sums += np.array([recon_s.item(), recon_t.item(), kl.item()]) * len(idx)
+        finite_loss(float(sums.sum()), "VAE", epoch)
         record = {
             "epoch": epoch,
             "source_mse": sums[0] / n / xs_all.shape[1],

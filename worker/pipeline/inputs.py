@@ -80,9 +80,7 @@ def fetch(spec: JobSpec, cache: Path) -> JobFiles:
     with session_scope() as session:
         get = _Fetcher(session, cache)
         teachers = [
-            TeacherFile(
-                row.id, get.blob(row.blob_id), row.output_name or "", row.output_kind or ""
-            )
+            TeacherFile(row.id, get.blob(row.blob_id), row.output_name or "", row.output_kind or "")
             for row in map(get.teacher, spec.teachers.ids)
         ]
         cross = spec.cross_domain

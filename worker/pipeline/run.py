@@ -24,7 +24,7 @@ from app.models import Job
 from app.observability import job_context
 from app.settings import Settings, get_settings
 from worker.engine import JobFailure, OutOfMemory, RunHooks, run_hooks
-from worker.engine.errors import is_memory_error
+from worker.engine.errors import is_memory_error, memory_summary
 from worker.lease import DatabaseCheckpoints, Heartbeat, JobCancelled, Lease, LeaseLost
 from worker.pipeline.context import JobRun
 from worker.pipeline.deliver import deliver, job_metrics
@@ -58,8 +58,12 @@ def as_failure(exc: Exception) -> JobFailure:
     """What an unexpected error means for the job's error.code."""
     if isinstance(exc, JobFailure):
         return exc
-    if is_memory_error(exc):
-        return OutOfMemory("the job ran out of memory; use a smaller batch_size or student")
+    if is_memory_error(exc):  # MemoryError, or torch's or onnxruntime's failed allocation
+        return OutOfMemory(
+            f"the job ran out of memory on its worker ({memory_summary(exc)}); use a smaller "
+            "student, training.batch_size or transfer set. Jobs are refused at submission "
+            "above DISTILLERY_MAX_JOB_MEMORY_BYTES: set it to what a worker has"
+        )
     return JobFailure(f"{type(exc).__name__}: {exc}")
 
 

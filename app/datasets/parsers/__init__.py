@@ -12,7 +12,6 @@ import csv
 import math
 import os
 import shutil
-import struct
 import tempfile
 import zipfile
 from array import array
@@ -24,28 +23,32 @@ from typing import IO
 import numpy as np
 from numpy.lib import format as npy_format
 
+from app.datasets.parsers.csvlines import BoundedLines, RecordTooLarge
+from app.datasets.parsers.fortran import c_rows, to_c_order
 from app.datasets.parsers.images import (
     IMAGE_SUFFIXES,
-    MAX_IMAGES,
     ImageArchiveError,
     parse_size,
     read_image_archive,
 )
+from app.datasets.parsers.labels import LabelFile, LabelsRejected, summarize, write_int64
+from app.datasets.parsers.limits import MAX_ROWS, DatasetLimits, over
 from app.datasets.parsers.parquet import PARQUET_MAGIC, TableError, read_parquet
+from app.datasets.parsers.zipdirectory import read_directory
 
 MAX_COMPRESSION_RATIO = 1000
-# What an upload may decode to (on disk, streamed), however small the upload: a ceiling on
-# zip bombs, lying Parquet metadata and tiny images resized up.
-MAX_DECODED_BYTES = 4 * 1024**3
 _MIN_DECODED_BUDGET = 64 * 1024**2
-# The zip central directory is read whole into memory by zipfile; about 160 bytes an entry.
-MAX_CENTRAL_DIRECTORY_BYTES = 160 * MAX_IMAGES
+# zipfile holds the central directory and a ZipInfo per entry: at most this much an entry.
+CENTRAL_DIRECTORY_BYTES_PER_ENTRY = 128
 # A label is a class number; a huge one would make the worker build a huge output layer.
 MAX_CLASSES = 100_000
 CANONICAL_NAME = "dataset.npz"
 _NPZ_MEMBERS = ("x.npy", "y.npy")
 _SNIFF_BYTES = 64 * 1024
-_CHUNK_BYTES = 4 * 1024 * 1024  # arrays are converted and written this much at a time
+_CHUNK_BYTES = (
+    4 * 1024 * 1024
+)  # zip members are unpacked, and CSV rows flushed, this much at a time
+_CHUNK_VALUES = 1024 * 1024  # arrays are converted and written this many values at a time
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -77,66 +80,72 @@ class _Features:
 
     rows: int
     feature_shape: tuple[int, ...]
-    chunks: Iterable[np.ndarray]  # (n, *feature_shape), any real dtype
-    labels: np.ndarray | None
+    chunks: Iterable[np.ndarray]  # the values of x in C order, any real dtype, in pieces
+    labels: LabelFile | None
 
 
 def _reject(message: str, field: str = "file") -> DatasetRejected:
     return DatasetRejected(field, message)
 
 
-def decoded_budget(upload_bytes: int) -> int:
-    return min(MAX_DECODED_BYTES, max(_MIN_DECODED_BUDGET, MAX_COMPRESSION_RATIO * upload_bytes))
+def decoded_budget(upload_bytes: int, limits: DatasetLimits) -> int:
+    """What an upload may decode to (on disk, streamed), however small the upload: a ceiling
+    on zip bombs, lying Parquet metadata and tiny images resized up."""
+    ceiling = max(_MIN_DECODED_BUDGET, MAX_COMPRESSION_RATIO * upload_bytes)
+    return min(limits.max_decoded_bytes, ceiling)
+
+
+def _check_row(shape: tuple[int, ...], limits: DatasetLimits) -> None:
+    values = math.prod(shape)
+    if values > limits.max_features:
+        raise _reject(
+            over(
+                f"values in one row (shape {list(shape)})",
+                values,
+                limits.max_features,
+                "max_dataset_features",
+                "reduce the features of each row",
+            )
+        )
 
 
 def _raw_chunks(
     path: Path, dtype: np.dtype, rows: int, shape: tuple[int, ...], offset: int = 0
 ) -> Iterator[np.ndarray]:
-    """Rows of a C-ordered array in a file, a few MB at a time (read, not mapped: the pages do
-    not stay in the process's memory)."""
-    per_row = math.prod(shape)
-    step = max(1, _CHUNK_BYTES // max(1, per_row * dtype.itemsize))
+    """The values of a C-ordered array in a file, in order, about a million at a time (read,
+    not mapped: the pages do not stay in the process's memory). Pieces may split a row."""
+    total = rows * math.prod(shape)
     with path.open("rb") as fh:
         fh.seek(offset)
-        for start in range(0, rows, step):
-            n = min(step, rows - start)
-            chunk = np.fromfile(fh, dtype=dtype, count=n * per_row)
-            if chunk.size != n * per_row:
+        for start in range(0, total, _CHUNK_VALUES):
+            n = min(_CHUNK_VALUES, total - start)
+            chunk = np.fromfile(fh, dtype=dtype, count=n)
+            if chunk.size != n:
                 raise _reject("the array data is truncated")
-            yield chunk.reshape(n, *shape)
+            yield chunk
 
 
 # ---- zip archives -------------------------------------------------------------------------
 
 
-def _central_directory_bytes(path: Path) -> int:
-    """The central directory size the archive declares, found as zipfile finds it."""
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        tail_at = max(0, size - (22 + 65535 + 20))
-        fh.seek(tail_at)
-        tail = fh.read()
-        at = len(tail) - 22
-        if at < 0 or tail[at : at + 4] != b"PK\x05\x06" or tail[at + 20 : at + 22] != b"\0\0":
-            at = tail.rfind(b"PK\x05\x06")
-        if at < 0 or len(tail) - at < 22:
-            return 0  # not a zip: zipfile says so
-        directory = struct.unpack_from("<I", tail, at + 12)[0]
-        locator = at - 20
-        if locator >= 0 and tail[locator : locator + 4] == b"PK\x06\x07":
-            fh.seek(struct.unpack_from("<Q", tail, locator + 8)[0])
-            record = fh.read(56)
-            if len(record) == 56 and record[:4] == b"PK\x06\x06":
-                directory = max(directory, struct.unpack_from("<Q", record, 40)[0])
-    return int(directory)
-
-
-def _open_zip(path: Path) -> zipfile.ZipFile:
-    directory = _central_directory_bytes(path)
-    if directory > min(MAX_CENTRAL_DIRECTORY_BYTES, path.stat().st_size):
+def _open_zip(path: Path, limits: DatasetLimits) -> zipfile.ZipFile:
+    cap = CENTRAL_DIRECTORY_BYTES_PER_ENTRY * limits.max_images
+    directory = read_directory(path, cap)
+    if directory is not None and directory.size > min(cap, path.stat().st_size):
         raise _reject(
-            f"the zip archive declares a central directory of {directory} bytes (too many "
-            "members, or a corrupt archive); split it into smaller archives"
+            f"the zip archive declares a central directory of {directory.size:,} bytes (at most "
+            f"{cap:,}: {CENTRAL_DIRECTORY_BYTES_PER_ENTRY} bytes for each of DISTILLERY_MAX_IMAGES "
+            "members), so too many members or a corrupt archive; split it into smaller archives"
+        )
+    if directory is not None and directory.entries > limits.max_images:
+        raise _reject(
+            over(
+                "members in the zip archive",
+                directory.entries,
+                limits.max_images,
+                "max_images",
+                "split it into smaller archives",
+            )
         )
     try:
         return zipfile.ZipFile(path)
@@ -231,19 +240,25 @@ def _unpack_member(
     return _Npy(path, offset, shape, dtype, fortran)
 
 
-def _npy_chunks(npy: _Npy) -> Iterator[np.ndarray]:
+def _npy_chunks(npy: _Npy, work: Path) -> Iterator[np.ndarray]:
     if not npy.fortran or len(npy.shape) < 2:
         yield from _raw_chunks(npy.path, npy.dtype, npy.shape[0], npy.shape[1:], npy.offset)
         return
-    data = np.memmap(
-        npy.path, dtype=npy.dtype, mode="r", offset=npy.offset, shape=npy.shape, order="F"
-    )
-    step = max(1, _CHUNK_BYTES // max(1, math.prod(npy.shape[1:]) * npy.dtype.itemsize))
-    for start in range(0, npy.shape[0], step):
-        yield np.ascontiguousarray(data[start : start + step])
+    rows = work / "fortran-rows"
+    try:
+        to_c_order(npy.path, npy.offset, npy.dtype, npy.shape, rows)
+        npy.path.unlink()  # the disk the Fortran copy took is not needed twice
+        if len(npy.shape) == 2:
+            yield from _raw_chunks(rows, npy.dtype, npy.shape[0], npy.shape[1:])
+        else:
+            yield from c_rows(rows, npy.dtype, npy.shape)
+    except ValueError as exc:
+        raise _reject(f"`x` cannot be read: {exc}") from exc
 
 
-def _parse_npz(archive: zipfile.ZipFile, upload_bytes: int, work: Path) -> _Features:
+def _parse_npz(
+    archive: zipfile.ZipFile, upload_bytes: int, work: Path, limits: DatasetLimits
+) -> _Features:
     names = archive.namelist()
     extra = sorted({n.removesuffix(".npy") for n in names if n not in _NPZ_MEMBERS})
     if extra:
@@ -254,13 +269,14 @@ def _parse_npz(archive: zipfile.ZipFile, upload_bytes: int, work: Path) -> _Feat
         raise _reject("the archive lists a member twice; save it again with np.savez")
     if "x.npy" not in names:
         raise _reject("the NPZ has no `x` array; save it with np.savez(f, x=inputs, y=labels)")
-    budget = decoded_budget(upload_bytes)
+    budget = decoded_budget(upload_bytes, limits)
     x = _unpack_member(archive, "x.npy", upload_bytes, work, budget)
     if len(x.shape) < 2:
         raise _reject(
             f"`x` has shape {list(x.shape)}; expected (rows, features...) with at least 2 "
             "dimensions (reshape a single feature to (N, 1))"
         )
+    _check_row(x.shape[1:], limits)
     rows = x.shape[0]
     labels = None
     if "y.npy" in names:
@@ -269,8 +285,8 @@ def _parse_npz(archive: zipfile.ZipFile, upload_bytes: int, work: Path) -> _Feat
             raise _reject(
                 f"`y` has shape {list(y.shape)}; labels must be shaped [{rows}], one per row of x"
             )
-        labels = np.concatenate([np.empty(0, y.dtype), *_npy_chunks(y)])
-    return _Features(rows, x.shape[1:], _npy_chunks(x), labels)
+        labels = LabelFile(y.path, y.dtype, rows, y.offset)
+    return _Features(rows, x.shape[1:], _npy_chunks(x, work), labels)
 
 
 # ---- CSV ----------------------------------------------------------------------------------
@@ -299,29 +315,47 @@ def _label(cell: str, row: int) -> int:
     return int(value)
 
 
-def _parse_csv(path: Path, label_column: str | None, work: Path) -> _Features:
-    raw = work / "features.f8"
+def _csv_columns(header: list[str], label_column: str | None) -> tuple[int | None, list[int]]:
+    """Where the label is (if any) and where the features are."""
+    if not any(header):
+        raise _reject("the CSV has no header; its first row must name the columns")
+    if label_column is not None and label_column not in header:
+        raise _reject(
+            f"no column {label_column!r} in the CSV; its columns are {header[:50]}",
+            field="label_column",
+        )
+    if label_column is None and "label" in header:
+        label_column = "label"
+    label_at = header.index(label_column) if label_column is not None else None
+    features = [i for i in range(len(header)) if i != label_at]
+    if not features:
+        raise _reject("the CSV has no feature columns besides the label")
+    return label_at, features
+
+
+def _parse_csv(
+    path: Path, label_column: str | None, work: Path, limits: DatasetLimits, budget: int
+) -> _Features:
+    """Rows streamed to raw files (features float64, labels int64) a few MB at a time; each
+    record bounded before csv splits it (app/csvlines.py)."""
+    raw, label_path = work / "features.f8", work / "labels.i8"
     features = array("d")  # 8 bytes a value, flushed to `raw` every few MB
     labels = array("q")
     rows = 0
     try:
-        with path.open(newline="", encoding="utf-8-sig") as fh, raw.open("wb") as out:
-            reader = csv.reader(fh)
+        with (
+            path.open(newline="", encoding="utf-8-sig") as fh,
+            raw.open("wb") as out,
+            label_path.open("wb") as label_out,
+        ):
+            lines = BoundedLines(fh, limits.max_csv_line_bytes, limits.max_table_columns)
+            reader = csv.reader(lines)
             header = [h.strip() for h in next(reader, [])]
-            if not any(header):
-                raise _reject("the CSV has no header; its first row must name the columns")
-            if label_column is not None and label_column not in header:
-                raise _reject(
-                    f"no column {label_column!r} in the CSV; its columns are {header[:50]}",
-                    field="label_column",
-                )
-            if label_column is None and "label" in header:
-                label_column = "label"
-            label_at = header.index(label_column) if label_column is not None else None
-            feature_columns = [(i, h) for i, h in enumerate(header) if i != label_at]
-            if not feature_columns:
-                raise _reject("the CSV has no feature columns besides the label")
+            label_at, feature_at = _csv_columns(header, label_column)
+            _check_row((len(feature_at),), limits)
+            lines.next_record(max_cells=len(header))
             for number, row in enumerate(reader, start=2):
+                lines.next_record()
                 if not row:
                     continue  # a blank line
                 if len(row) != len(header):
@@ -329,21 +363,33 @@ def _parse_csv(path: Path, label_column: str | None, work: Path) -> _Features:
                         f"row {number} has {len(row)} cells but the header has {len(header)}; "
                         "every row needs one value per column"
                     )
-                features.extend(_number(row[i], number, name) for i, name in feature_columns)
+                features.extend(_number(row[i], number, header[i]) for i in feature_at)
                 if label_at is not None:
                     labels.append(_checked_label(row[label_at], number))
                 rows += 1
                 if len(features) * 8 >= _CHUNK_BYTES:
+                    _check_decoded(rows, len(feature_at), budget)
                     features.tofile(out)
-                    del features[:]
+                    labels.tofile(label_out)
+                    del features[:], labels[:]
             features.tofile(out)
+            labels.tofile(label_out)
     except UnicodeDecodeError as exc:
         raise _reject("the CSV is not UTF-8 text; save it as UTF-8") from exc
-    except csv.Error as exc:
-        raise _reject(f"the CSV could not be parsed: {str(exc)[:200]}") from exc
-    shape = (len(feature_columns),)
-    y = np.frombuffer(labels, dtype=np.int64) if label_at is not None else None
+    except (csv.Error, RecordTooLarge) as exc:
+        raise _reject(f"the CSV could not be parsed: {str(exc)[:400]}") from exc
+    shape = (len(feature_at),)
+    y = LabelFile(label_path, np.dtype(np.int64), rows) if label_at is not None else None
     return _Features(rows, shape, _raw_chunks(raw, np.dtype(np.float64), rows, shape), y)
+
+
+def _check_decoded(rows: int, features: int, budget: int) -> None:
+    """The canonical float32 form of so many rows within what the upload may decode to."""
+    if rows * features * 4 > budget:
+        raise _reject(
+            f"the rows decode to more than {budget:,} bytes as float32 (at most "
+            "DISTILLERY_MAX_DECODED_BYTES, and 1000 times the upload); upload the data in parts"
+        )
 
 
 def _checked_label(cell: str, row: int) -> int:
@@ -358,23 +404,6 @@ def _checked_label(cell: str, row: int) -> int:
 # ---- both formats -------------------------------------------------------------------------
 
 
-def _labels(y: np.ndarray, rows: int, where: str) -> np.ndarray:
-    if y.ndim != 1 or len(y) != rows:
-        raise _reject(
-            f"{where} has shape {list(y.shape)}; labels must be shaped [{rows}], one per row of x"
-        )
-    if y.dtype.kind == "f":
-        if not bool(np.isfinite(y).all()) or not bool(np.all(np.mod(y, 1) == 0)):
-            raise _reject(f"{where} holds non-integer values; labels are class numbers 0..K-1")
-    elif y.dtype.kind not in "biu":
-        raise _reject(f"{where} has dtype {y.dtype}; labels must be integers")
-    if rows and y.min() < 0:
-        raise _reject(f"{where} holds negative labels (min {y.min()}); labels are 0..K-1")
-    if rows and y.max() >= MAX_CLASSES:
-        raise _reject(f"{where} holds a label of {y.max()}; at most {MAX_CLASSES - 1} is accepted")
-    return y.astype(np.int64)
-
-
 def _looks_like_text(head: bytes) -> bool:
     if b"\x00" in head:
         return False
@@ -385,8 +414,9 @@ def _looks_like_text(head: bytes) -> bool:
     return True
 
 
-def _write_canonical(out_dir: Path, found: _Features, y: np.ndarray | None) -> Path:
-    """Stream x into an uncompressed NPZ as float32, counting values that are not finite."""
+def _write_canonical(out_dir: Path, found: _Features, labeled: bool) -> Path:
+    """Stream x (and y, checked already) into an uncompressed NPZ as float32 (int64), counting
+    values of x that are not finite."""
     canonical = out_dir / CANONICAL_NAME
     partial = out_dir / f".{CANONICAL_NAME}.partial"
     header = {"descr": "<f4", "fortran_order": False, "shape": (found.rows, *found.feature_shape)}
@@ -400,16 +430,18 @@ def _write_canonical(out_dir: Path, found: _Features, y: np.ndarray | None) -> P
                     converted = chunk.astype("<f4")
                 not_finite += bad
                 too_large += int(np.count_nonzero(~np.isfinite(converted))) - bad
-                member.write(converted.tobytes())
+                member.write(converted.data)  # no copy: zipfile counts a buffer's nbytes
         if not_finite:
             raise _reject(
                 f"`x` holds {not_finite} NaN or infinite values; drop or impute them first"
             )
         if too_large:
             raise _reject(f"`x` holds {too_large} values too large for float32; rescale them")
-        if y is not None:
+        if labeled and found.labels is not None:
             with archive.open("y.npy", "w", force_zip64=True) as member:
-                npy_format.write_array(member, y, allow_pickle=False)
+                shape = {"descr": "<i8", "fortran_order": False, "shape": (found.rows,)}
+                npy_format.write_array_header_1_0(member, shape)
+                write_int64(found.labels, member, MAX_CLASSES)
     os.replace(partial, canonical)
     return canonical
 
@@ -429,6 +461,7 @@ def _parse_images(
     image_size: str | None,
     image_mode: str,
     work: Path,
+    limits: DatasetLimits,
 ) -> tuple[_Features, list[str]]:
     try:
         size = parse_size(image_size)
@@ -441,32 +474,36 @@ def _parse_images(
             def sink(image: np.ndarray) -> None:
                 image.tofile(out)
 
+            budget = decoded_budget(upload_bytes, limits)
             shape, y, classes = read_image_archive(
-                archive, upload_bytes, size, image_mode, sink, decoded_budget(upload_bytes)
+                archive, upload_bytes, size, image_mode, sink, budget, limits
             )
     except ImageArchiveError as exc:
         raise _reject(str(exc), "image_mode" if "image_mode" in str(exc) else "file") from exc
+    y.tofile(work / "labels.i8")
+    labels = LabelFile(work / "labels.i8", np.dtype(np.int64), len(y))
     chunks = _raw_chunks(raw, np.dtype(np.float32), len(y), shape)
-    return _Features(len(y), shape, chunks, y), classes
+    return _Features(len(y), shape, chunks, labels), classes
 
 
-def _parse_parquet(path: Path, label_column: str | None, work: Path) -> tuple[_Features, str]:
-    raw = work / "features.f8"
-    rows = 0
-    labels: list[np.ndarray] = []
+def _parse_parquet(
+    path: Path, label_column: str | None, work: Path, limits: DatasetLimits
+) -> tuple[_Features, str]:
     try:
-        table = read_parquet(path, label_column, decoded_budget(path.stat().st_size))
-        with raw.open("wb") as out:
-            for x, y in table.batches:
-                x.astype(np.float64, copy=False).tofile(out)
-                rows += len(x)
-                if y is not None:
-                    labels.append(y)
+        budget = decoded_budget(path.stat().st_size, limits)
+        table = read_parquet(path, label_column, budget, limits, work)
     except TableError as exc:
         raise _reject(str(exc), exc.field) from exc
     shape = (len(table.features),)
-    y = np.concatenate([np.empty(0), *labels]) if table.label is not None else None
-    found = _Features(rows, shape, _raw_chunks(raw, np.dtype(np.float64), rows, shape), y)
+
+    def checked() -> Iterator[np.ndarray]:  # pyarrow's errors while reading, as refusals
+        try:
+            yield from table.chunks
+        except TableError as exc:
+            raise _reject(str(exc), exc.field) from exc
+
+    labels = LabelFile(table.labels, np.dtype(np.float64), table.rows) if table.labels else None
+    found = _Features(table.rows, shape, checked(), labels)
     return found, f"the label column {table.label or 'label'!r}"
 
 
@@ -477,6 +514,7 @@ def _read_any(
     label_column: str | None,
     image_size: str | None,
     image_mode: str,
+    limits: DatasetLimits,
 ) -> tuple[str, _Features, list[str] | None, str]:
     """Sniff the format and parse: (format, features, class names, what to call the labels)."""
     with path.open("rb") as fh:
@@ -485,16 +523,16 @@ def _read_any(
         raise _reject("the file is empty")
     size = path.stat().st_size
     if head.startswith(_ZIP_MAGICS):
-        with _open_zip(path) as archive:
+        with _open_zip(path, limits) as archive:
             if _is_image_archive(archive):
-                found, classes = _parse_images(archive, size, image_size, image_mode, work)
+                found, classes = _parse_images(archive, size, image_size, image_mode, work, limits)
                 return "images", found, classes, "the class folders"
-            return "npz", _parse_npz(archive, size, work), None, "`y`"
+            return "npz", _parse_npz(archive, size, work, limits), None, "`y`"
     if head.startswith(PARQUET_MAGIC):
-        found, where = _parse_parquet(path, label_column, work)
+        found, where = _parse_parquet(path, label_column, work, limits)
         return "parquet", found, None, where
     if filename.lower().endswith(".csv") or _looks_like_text(head):
-        found = _parse_csv(path, label_column, work)
+        found = _parse_csv(path, label_column, work, limits, decoded_budget(size, limits))
         return "csv", found, None, f"the label column {label_column or 'label'!r}"
     if head.startswith(_NPY_MAGIC):
         raise _reject("this is a bare .npy array; save x (and y) together with np.savez")
@@ -510,41 +548,53 @@ def parse_dataset(
     label_column: str | None = None,
     image_size: str | None = None,
     image_mode: str = "L",
+    limits: DatasetLimits | None = None,
 ) -> ParsedDataset:
     """Check an uploaded dataset and write it to `out_dir` as an uncompressed NPZ holding
     `x` (float32, (N, *feature_shape)) and, when labeled, `y` (int64, (N,)).
 
-    Memory stays bounded whatever the size of the upload: arrays are unpacked to disk,
-    counted as they come out, and converted a few MB at a time."""
+    Memory stays bounded whatever the size of the upload (`limits`, by default the settings'
+    defaults): arrays are unpacked to disk, counted as they come out, and converted a few MB
+    at a time; labels too."""
+    limits = limits or DatasetLimits()
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_dir, prefix=".work-"))
     try:
         fmt, found, class_names, where = _read_any(
-            path, filename, work, label_column, image_size, image_mode
+            path, filename, work, label_column, image_size, image_mode, limits
         )
-        if found.rows == 0:
-            raise _reject("the dataset is empty (0 rows)")
-        if 0 in found.feature_shape:
-            shape = [found.rows, *found.feature_shape]
-            raise _reject(f"`x` has shape {shape}; every row needs at least one feature")
-        labels = _labels(found.labels, found.rows, where) if found.labels is not None else None
-        canonical = _write_canonical(out_dir, found, labels)
+        _check_shape(found, limits, decoded_budget(path.stat().st_size, limits))
+        summary = None
+        if found.labels is not None:
+            try:
+                summary = summarize(found.labels, where, MAX_CLASSES)
+            except LabelsRejected as exc:
+                raise _reject(str(exc)) from exc
+        canonical = _write_canonical(out_dir, found, summary is not None)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    counts = None
-    if labels is not None:
-        values, numbers = np.unique(labels, return_counts=True)
-        counts = {int(v): int(n) for v, n in zip(values, numbers, strict=True)}
     return ParsedDataset(
         format=fmt,
         rows=found.rows,
         feature_shape=found.feature_shape,
-        num_classes=int(labels.max()) + 1 if labels is not None else None,
-        labeled=labels is not None,
-        class_counts=counts,
+        num_classes=summary.num_classes if summary is not None else None,
+        labeled=summary is not None,
+        class_counts=summary.class_counts if summary is not None else None,
         canonical_path=canonical,
         class_names=class_names,
     )
+
+
+def _check_shape(found: _Features, limits: DatasetLimits, budget: int) -> None:
+    if found.rows == 0:
+        raise _reject("the dataset is empty (0 rows)")
+    if 0 in found.feature_shape:
+        shape = [found.rows, *found.feature_shape]
+        raise _reject(f"`x` has shape {shape}; every row needs at least one feature")
+    if found.rows > MAX_ROWS:
+        raise _reject(f"the dataset has {found.rows:,} rows, over {MAX_ROWS:,}; upload it in parts")
+    _check_row(found.feature_shape, limits)
+    _check_decoded(found.rows, math.prod(found.feature_shape), budget)
 
 
 def load_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:

@@ -7,16 +7,16 @@ outside its folder (`../`, `/etc`, `C:\\`) is refused."""
 
 from __future__ import annotations
 
-import io
 import zipfile
 from collections.abc import Callable
 from pathlib import PurePosixPath
+from typing import IO, Any
 
 import numpy as np
 
+from app.datasets.parsers.limits import DatasetLimits, over
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-MAX_IMAGE_PIXELS = 25_000_000  # decoded before resizing: at most 100 MB as RGBA
-MAX_IMAGES = 250_000
 MAX_MEMBER_BYTES = 64 * 1024 * 1024
 MAX_RATIO = 200  # image formats are compressed already; higher is a bomb
 
@@ -74,39 +74,94 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return parts[0], parts[1]
 
 
-def _member_bytes(archive: zipfile.ZipFile, name: str, upload_bytes: int) -> bytes:
+def _member(
+    archive: zipfile.ZipFile, name: str, upload_bytes: int, limits: DatasetLimits
+) -> IO[bytes]:
+    """The member, opened for Pillow to read as it decodes: its encoded bytes are never held
+    whole. zipfile never returns more bytes than the entry declares (it stops there, and a
+    member that claims less than it holds fails its CRC), so the declared size bounds them."""
     info = archive.getinfo(name)
     if info.compress_size > upload_bytes:
         raise ImageArchiveError(f"member {name!r} claims more bytes than the archive holds")
-    limit = min(MAX_MEMBER_BYTES, MAX_RATIO * max(info.compress_size, 1))
-    try:
-        with archive.open(info) as stream:
-            data = stream.read(limit + 1)  # counted on what comes out, whatever it claims
-    except Exception as exc:  # zipfile's errors on hostile bytes (CRC, EOF, zlib, encryption)
-        raise ImageArchiveError(f"member {name!r} cannot be read from the archive") from exc
-    if len(data) > limit:
+    # An image of max_image_pixels pixels stored with no compression at all takes about 4
+    # bytes a pixel: a member larger than that is not an image of a size we decode.
+    limit = min(
+        MAX_MEMBER_BYTES,
+        MAX_RATIO * max(info.compress_size, 1),
+        4 * limits.max_image_pixels + 2**20,
+    )
+    if info.file_size > limit:
         raise ImageArchiveError(
-            f"member {name!r} unpacks to more than {limit} bytes; refusing a likely zip bomb"
+            f"member {name!r} unpacks to {info.file_size:,} bytes, more than {limit:,}; "
+            "refusing a likely zip bomb"
         )
-    return data
+    try:
+        return archive.open(info)
+    except Exception as exc:  # zipfile's errors on hostile bytes (encryption, bad headers)
+        raise ImageArchiveError(f"member {name!r} cannot be read from the archive") from exc
 
 
-def _decode(data: bytes, name: str, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+def _check_size(
+    name: str, image: Any, mode: str, size: tuple[int, int] | None, limits: DatasetLimits
+) -> None:
+    """Refuse, before decoding, an image whose pixels or row would be over the limits."""
+    width, height = image.size
+    if width * height > limits.max_image_pixels:
+        raise ImageArchiveError(
+            over(
+                f"member {name!r} is {width}x{height}: pixels",
+                width * height,
+                limits.max_image_pixels,
+                "max_image_pixels",
+                "resize it before uploading (a larger image could be a decompression bomb)",
+            )
+        )
+    out_width, out_height = size or (width, height)
+    values = out_width * out_height * (1 if mode == "L" else 3)
+    if values > limits.max_features:
+        raise ImageArchiveError(
+            over(
+                f"member {name!r} as {mode} {out_width}x{out_height}: values per image",
+                values,
+                limits.max_features,
+                "max_dataset_features",
+                "give a smaller image_size",
+            )
+        )
+
+
+def _converted(image: Any, mode: str, size: tuple[int, int] | None) -> Any:
+    """The image in `mode`, and when it is at least twice `size` reduced by a whole factor
+    towards it (a box filter), a strip at a time: converting or resampling it whole would make
+    a second full-size copy beside the decoded one."""
+    from PIL import Image
+
+    width, height = image.size
+    factor = min(width // size[0], height // size[1]) if size is not None else 1
+    if factor < 2:
+        return image.convert(mode)
+    out = Image.new(mode, (-(-width // factor), -(-height // factor)))
+    step = factor * max(1, (1 << 20) // (width * factor))  # whole boxes, ~1 M pixels a strip
+    for top in range(0, height, step):
+        strip = image.crop((0, top, width, min(height, top + step)))
+        out.paste(strip.convert(mode).reduce(factor), (0, top // factor))
+    image.close()
+    return out
+
+
+def _decode(
+    stream: IO[bytes], name: str, mode: str, size: tuple[int, int] | None, limits: DatasetLimits
+) -> np.ndarray:
     from PIL import Image
 
     try:
         # PNG and JPEG only: Pillow would otherwise pick any of its decoders by content.
-        with Image.open(io.BytesIO(data), formats=["PNG", "JPEG"]) as image:
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise ImageArchiveError(
-                    f"member {name!r} is {width}x{height} pixels (over {MAX_IMAGE_PIXELS}); "
-                    "refusing a likely decompression bomb"
-                )
+        with Image.open(stream, formats=["PNG", "JPEG"]) as image:
             if size is not None and image.format == "JPEG":
                 image.draft(mode, size)  # lets libjpeg decode at a reduced scale
+            _check_size(name, image, mode, size, limits)
             image.load()
-            converted = image.convert(mode)
+            converted = _converted(image, mode, size)
             if size is not None and converted.size != size:
                 converted = converted.resize(size, Image.Resampling.BILINEAR)
     except ImageArchiveError:
@@ -115,8 +170,9 @@ def _decode(data: bytes, name: str, mode: str, size: tuple[int, int] | None) -> 
         raise ImageArchiveError(f"member {name!r} is a decompression bomb") from exc
     except Exception as exc:  # any decoder error on hostile bytes is the file's fault
         raise ImageArchiveError(f"member {name!r} is not a readable PNG or JPEG image") from exc
-    array = np.asarray(converted, dtype=np.float32) / 255.0
-    return array[None] if mode == "L" else array.transpose(2, 0, 1)
+    array = np.asarray(converted, dtype=np.float32)
+    array *= 1.0 / 255.0  # in place: no second copy of the largest array
+    return array[None] if mode == "L" else np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
 def read_image_archive(
@@ -126,6 +182,7 @@ def read_image_archive(
     mode: str,
     sink: Callable[[np.ndarray], None],
     max_bytes: int,
+    limits: DatasetLimits,
 ) -> tuple[tuple[int, ...], np.ndarray, list[str]]:
     """Decode every image and hand each, (C, H, W) float32 in [0, 1], to `sink` in order.
 
@@ -136,15 +193,24 @@ def read_image_archive(
     members = image_members(archive.namelist())
     if not members:
         raise ImageArchiveError("the archive holds no images")
-    if len(members) > MAX_IMAGES:
-        raise ImageArchiveError(f"the archive holds {len(members)} images; at most {MAX_IMAGES}")
+    if len(members) > limits.max_images:
+        raise ImageArchiveError(
+            over(
+                "images in the archive",
+                len(members),
+                limits.max_images,
+                "max_images",
+                "split the archive",
+            )
+        )
     classes = sorted({folder for _, folder in members})
     index = {name: i for i, name in enumerate(classes)}
     labels = np.empty(len(members), dtype=np.int64)
     shape: tuple[int, ...] | None = None
     written = 0
     for row, (name, folder) in enumerate(members):
-        array = _decode(_member_bytes(archive, name, upload_bytes), name, mode, size)
+        with _member(archive, name, upload_bytes, limits) as stream:
+            array = _decode(stream, name, mode, size, limits)
         if shape is None:
             shape = array.shape
         elif array.shape != shape:

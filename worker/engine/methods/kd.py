@@ -14,6 +14,7 @@ from torch import nn
 from worker.engine.config import DistillConfig
 from worker.engine.data import Splits
 from worker.engine.evaluation import TestLogits
+from worker.engine.finite import finite_teacher_outputs
 from worker.engine.hints import HintReport, hint_stage
 from worker.engine.logit_cache import LogitCache, teacher_logits
 from worker.engine.losses import UNLABELED
@@ -49,10 +50,13 @@ class _Targets:
 
 def _targets(teacher: Teacher, splits: Splits, cache: LogitCache | None) -> _Targets:
     return _Targets(
-        train=teacher_logits(teacher, splits.train.x, cache),
-        validation=teacher_logits(teacher, splits.validation.x, cache),
-        test=teacher_logits(teacher, splits.test.x, cache),
-        transfer=[teacher_logits(teacher, part.x, cache) for part in splits.transfer],
+        train=teacher_logits(teacher, splits.train.x, cache, "the training rows"),
+        validation=teacher_logits(teacher, splits.validation.x, cache, "the validation rows"),
+        test=teacher_logits(teacher, splits.test.x, cache, "the test rows"),
+        transfer=[
+            teacher_logits(teacher, part.x, cache, f"the transfer rows from {part.source}")
+            for part in splits.transfer
+        ],
     )
 
 
@@ -110,10 +114,13 @@ def _hints(
         raise ValueError("hints need a teacher that exposes intermediate tensors (ONNX)")
     stage("hints")
     hp = config.training
+    targets = finite_teacher_outputs(
+        np.asarray(hint_of(splits.train.x, name)), f"the hint tensor {name!r}"
+    )
     report = hint_stage(
         student,
         rows.x[: rows.labeled_rows],
-        hint_of(splits.train.x, name),
+        targets,
         name,
         config.method.hint_epochs,
         hp.batch_size,
@@ -197,7 +204,7 @@ def distill(inputs: MethodInputs, device: str | None = None) -> DistillOutcome:
         config.method.alpha,
         validation,
         inputs.callbacks.on_epoch,
-        teacher.logits,
+        lambda batch: finite_teacher_outputs(teacher.logits(batch), "a jittered training batch"),
     )
     train_seconds = time.perf_counter() - started
     scratch = _scratch(inputs, rows, validation, standardization)

@@ -74,8 +74,20 @@ def load_teacher(path: Path) -> Teacher:
     return teacher
 
 
+PROBE_ROWS = 8
+
+
 def inspect_teacher(path: Path) -> dict[str, Any]:
+    """What the service records about an uploaded teacher. TeacherOutputNotFinite if its
+    outputs on the probe rows (seeded standard normal inputs, as the loaders probe) are not
+    finite."""
+    import numpy as np
+
+    from worker.engine.finite import finite_teacher_outputs
+
     teacher = load_teacher(path)
+    probe = np.random.default_rng(0).standard_normal((PROBE_ROWS, *teacher.input_shape))
+    finite_teacher_outputs(teacher.logits(probe.astype(np.float32)), f"{PROBE_ROWS} probe rows")
     found: dict[str, Any] = {
         "format": teacher.format,
         "input_shape": list(teacher.input_shape),
