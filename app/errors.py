@@ -140,67 +140,76 @@ def _field_problem(error: Mapping[str, Any]) -> FieldProblem:
     return FieldProblem(field=".".join(p for p in parts if p) or "body", message=message)
 
 
+async def _problem(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    if isinstance(exc, TooManyRequests):
+        return problem_response(
+            exc.to_problem(), headers={"Retry-After": str(max(1, exc.retry_after))}
+        )
+    return problem_response(exc.to_problem())
+
+
+async def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors: list[FieldProblem] = []
+    for e in exc.errors():
+        problem = _field_problem(e)
+        if problem not in errors:
+            errors.append(problem)
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or "invalid request"
+    return problem_response(
+        Problem(
+            type="urn:distillery:problem:invalid_input",
+            title="Invalid input",
+            status=422,
+            detail=detail,
+            code="invalid_input",
+            errors=errors,
+        )
+    )
+
+
+async def _data(_: Request, exc: Exception) -> JSONResponse:
+    # The database refused a value the request carried (text holding a NUL character, a
+    # number out of its column's range): the request's fault, not the service's.
+    return problem_response(
+        InvalidInput(
+            "a value in the request cannot be used: text must not contain NUL characters "
+            "and numbers must fit in 64 bits"
+        ).to_problem()
+    )
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = str(exc.detail) if exc.detail else "request failed"
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 400:
+        # Starlette's only 400s: a body it could not decode (not UTF-8, a broken
+        # multipart). The request's fault, answered as every other invalid body is.
+        unreadable = InvalidInput(f"the request body cannot be read: {detail}", field="body")
+        return problem_response(unreadable.to_problem())
+    if exc.status_code == 405 and allowed_methods(request):
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return problem_response(
+        Problem(
+            type=f"urn:distillery:problem:{code}",
+            title=detail,
+            status=exc.status_code,
+            detail=detail,
+            code=code,
+        ),
+        headers=headers or None,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ProblemError)
-    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
-        if isinstance(exc, TooManyRequests):
-            return problem_response(
-                exc.to_problem(), headers={"Retry-After": str(max(1, exc.retry_after))}
-            )
-        return problem_response(exc.to_problem())
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors: list[FieldProblem] = []
-        for e in exc.errors():
-            problem = _field_problem(e)
-            if problem not in errors:
-                errors.append(problem)
-        detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or "invalid request"
-        return problem_response(
-            Problem(
-                type="urn:distillery:problem:invalid_input",
-                title="Invalid input",
-                status=422,
-                detail=detail,
-                code="invalid_input",
-                errors=errors,
-            )
-        )
-
-    @app.exception_handler(DataError)
-    async def _data(_: Request, exc: DataError) -> JSONResponse:
-        # The database refused a value the request carried (text holding a NUL character, a
-        # number out of its column's range): the request's fault, not the service's.
-        return problem_response(
-            InvalidInput(
-                "a value in the request cannot be used: text must not contain NUL characters "
-                "and numbers must fit in 64 bits"
-            ).to_problem()
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = str(exc.detail) if exc.detail else "request failed"
-        headers = dict(getattr(exc, "headers", None) or {})
-        if exc.status_code == 400:
-            # Starlette's only 400s: a body it could not decode (not UTF-8, a broken
-            # multipart). The request's fault, answered as every other invalid body is.
-            unreadable = InvalidInput(f"the request body cannot be read: {detail}", field="body")
-            return problem_response(unreadable.to_problem())
-        if exc.status_code == 405 and allowed_methods(request):
-            headers["Allow"] = ", ".join(allowed_methods(request))
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return problem_response(
-            Problem(
-                type=f"urn:distillery:problem:{code}",
-                title=detail,
-                status=exc.status_code,
-                detail=detail,
-                code=code,
-            ),
-            headers=headers or None,
-        )
+    """Every error the API answers is problem+json (RFC 9457)."""
+    app.add_exception_handler(ProblemError, _problem)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(DataError, _data)
+    app.add_exception_handler(StarletteHTTPException, _http)
 
 
 def allowed_methods(request: Request) -> list[str]:

@@ -246,10 +246,11 @@ def readiness(settings: Settings) -> dict[str, str]:
                 down["broker"] = f"the broker folder {folder} is not writable: {exc}"
                 break
     else:
-        from kombu import Connection
+        from kombu.connection import Connection
 
+        broker: Any = Connection  # kombu is untyped
         try:
-            with Connection(settings.resolved_broker_url, connect_timeout=2) as connection:
+            with broker(settings.resolved_broker_url, connect_timeout=2) as connection:
                 connection.ensure_connection(max_retries=1, timeout=2)
         except Exception as exc:
             down["broker"] = f"{type(exc).__name__}: {str(exc)[:200]}"

@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     lease_timeout_seconds: float = Field(
         default=60.0,
         gt=0,
-        description="A running job whose heartbeat is older than this is requeued by the reaper.",
+        description="A running job whose heartbeat is older than this is requeued by the relay.",
     )
     reaper_interval_seconds: float = Field(
         default=5.0, gt=0, description="How often each worker publishes the outbox and reaps."

@@ -70,7 +70,8 @@ class _Writer:
         if tp is datetime:
             return "str"
         if tp in (int, float, str, bool):
-            return tp.__name__
+            name: str = tp.__name__
+            return name
         return "Any"
 
     def write(self, model: type[BaseModel]) -> None:

@@ -23,16 +23,14 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.support.engine import config, kd, method, training  # noqa: E402
+from tests.support.engine import student as student_spec  # noqa: E402
+from tests.support.teachers import save_onnx  # noqa: E402
 from worker.engine import (  # noqa: E402
     ArraySplit,
-    DistillConfig,
     EpochRecord,
-    KDMethod,
     Splits,
-    StudentSpec,
-    TrainingSpec,
     build_student,
-    distill,
     load_teacher,
 )
 
@@ -53,7 +51,7 @@ def make_teacher() -> nn.Module:
 
 def student() -> nn.Module:
     torch.manual_seed(0)
-    return build_student(StudentSpec(hidden_sizes=HIDDEN), (FEATURES,), CLASSES)
+    return build_student(student_spec(hidden_sizes=HIDDEN), (FEATURES,), CLASSES)
 
 
 def kd_step(
@@ -123,21 +121,13 @@ def main() -> None:
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "teacher.onnx"
-        torch.onnx.export(
-            teacher_model,
-            (x[:2],),
-            str(path),
-            dynamic_shapes=({0: torch.export.Dim("b")},),
-            external_data=False,
-            dynamo=True,
-            verbose=False,
-        )
+        save_onnx(teacher_model, x[:2], path)
         teacher = load_teacher(path)
         held = ArraySplit(x_np[:256], y_np[:256])
-        config = DistillConfig(
-            StudentSpec(hidden_sizes=HIDDEN),
-            KDMethod(TEMPERATURE, ALPHA),
-            TrainingSpec(epochs=args.epochs, batch_size=BATCH, learning_rate=LR),
+        run_config = config(
+            student_spec(hidden_sizes=HIDDEN),
+            method(TEMPERATURE, ALPHA),
+            training(args.epochs, batch_size=BATCH, learning_rate=LR),
             baseline=False,
         )
         with torch.no_grad():
@@ -157,8 +147,11 @@ def main() -> None:
             for name in order:
                 epochs[name].append(loops[name].epoch())
 
-        distill(
-            config, teacher, Splits(ArraySplit(x_np, y_np), held, held), on_epoch=after_engine_epoch
+        kd(
+            run_config,
+            teacher,
+            Splits(ArraySplit(x_np, y_np), held, held),
+            on_epoch=after_engine_epoch,
         )
     # The first epoch of each warms caches up: left out.
     engine, precomputed, naive = (epochs[name][1:] for name in ("engine", "a", "b"))

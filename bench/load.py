@@ -30,16 +30,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import (  # noqa: E402
+from tests.support import (  # noqa: E402
     REDIS_URL,
     Service,
-    _spawn,
-    _wait_healthy,
     base_env,
     create_database,
     drop_database,
     free_port,
+    spawn,
+    wait_healthy,
 )
+from tests.support.teachers import save_onnx  # noqa: E402
 
 
 def make_teacher_and_data(folder: Path) -> tuple[Path, Path]:
@@ -62,16 +63,7 @@ def make_teacher_and_data(folder: Path) -> tuple[Path, Path]:
             opt.step()
     model.eval()
     teacher = folder / "teacher.onnx"
-    torch.onnx.export(
-        model,
-        (xt[:4],),
-        str(teacher),
-        input_names=["pixels"],
-        output_names=["logits"],
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        external_data=False,
-        dynamo=True,
-    )
+    save_onnx(model, xt[:4], teacher, "pixels", "logits")
     data = folder / "digits.npz"
     np.savez(data, x=x, y=y)
     return teacher, data
@@ -97,10 +89,10 @@ def start_stack(tmp: Path, database_url: str) -> Service:
     service = Service(name="bench", base_url=f"http://127.0.0.1:{port}", env=env)
     service.logs = [tmp / "api.log", tmp / "worker.log"]
     service.processes = [
-        _spawn(["api"], env, service.logs[0]),
-        _spawn(["worker"], env, service.logs[1]),
+        spawn(["api"], env, service.logs[0]),
+        spawn(["worker"], env, service.logs[1]),
     ]
-    _wait_healthy(service)
+    wait_healthy(service)
     return service
 
 

@@ -14,12 +14,12 @@ synthesized rows). Since the transfer rows give the distilled student more optim
 epoch, a second scratch row trains for as many steps as KD does (more epochs on the labeled
 rows), so the gain cannot be put down to a longer schedule.
 
-Cross-domain table (docs/methods.md §6, Bayazitov's thesis): a 1,000-row MNIST-1D target set, and for each
+Cross-domain table (docs/methods.md §6): a 1,000-row MNIST-1D target set, and for each
 mapping phi a teacher trained on 3,000 rows of another domain (phi applied to MNIST-1D rows
-of another seed; for the VAE, another modality as in Bayazitov's thesis: scikit-learn's 1,797 8x8 digit
-images, paired by class with the signals); each phi against the student without a teacher.
-Prints mean ± std test accuracy and the share of the teacher-scratch gap closed. No model
-selection is done on the test rows."""
+of another seed; for the VAE, another modality as in Bayazitov's thesis: scikit-learn's
+1,797 8x8 digit images, paired by class with the signals); each phi against the student
+without a teacher. Prints mean ± std test accuracy and the share of the teacher-scratch gap
+closed. No model selection is done on the test rows."""
 
 from __future__ import annotations
 
@@ -39,33 +39,28 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.schemas import (  # noqa: E402  (the service's defaults)
-    CrossDomainConfig,
-    KDMethodConfig,
-    TrainingConfig,
-)
+from app.jobs.spec import KDMethodConfig, TrainingConfig  # noqa: E402  (the service's defaults)
+from tests.support import engine as support  # noqa: E402
+from tests.support.teachers import save_onnx  # noqa: E402
 from worker.engine import (  # noqa: E402
     ArraySplit,
     DilatedConvMapping,
     DistillConfig,
+    DistillOutcome,
     EnsembleTeacher,
     GaussianNoiseMapping,
     IdentityMapping,
-    KDMethod,
     MappedTeacher,
     Mapping,
+    MethodInputs,
     OnnxMapping,
     Splits,
-    StudentSpec,
-    SynthesisSpec,
     Teacher,
-    TrainingSpec,
     TransferRows,
     VaeSpec,
     assistant_specs,
-    distill,
-    distill_through_assistants,
     load_teacher,
+    run_method,
     synthesize,
     train_vae,
 )
@@ -202,15 +197,7 @@ def train_teacher(
             nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
     model.eval()
-    torch.onnx.export(
-        model,
-        (x[:2],),
-        str(path),
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        external_data=False,
-        dynamo=True,
-        verbose=False,
-    )
+    save_onnx(model, x[:2], path)
     return load_teacher(path)
 
 
@@ -221,23 +208,24 @@ def config(
     kd_stop: int | None = None,
     epochs: int | None = None,
 ) -> DistillConfig:
-    method, training = KDMethodConfig(), TrainingConfig()
-    return DistillConfig(
+    """The service's defaults (app/jobs/spec.py) but for what a row of the table changes."""
+    training = support.training(seed=seed)
+    if epochs is not None:  # the same-steps scratch row may train past the API's 1,000 epochs
+        training = replace(training, epochs=epochs)
+    return support.config(
+        support.student(hidden_sizes=hidden),
+        support.method(alpha=alpha, kd_stop_epoch=kd_stop),
+        training,
         baseline=False,  # the scratch student is its own row of the table
-        student=StudentSpec(hidden_sizes=hidden),
-        method=KDMethod(temperature=method.temperature, alpha=alpha, kd_stop_epoch=kd_stop),
-        training=TrainingSpec(
-            epochs=epochs or training.epochs,
-            batch_size=training.batch_size,
-            learning_rate=training.learning_rate,
-            weight_decay=training.weight_decay,
-            seed=seed,
-        ),
     )
 
 
+def run(cfg: DistillConfig, teacher: Teacher, splits: Splits) -> DistillOutcome:
+    return support.kd(cfg, teacher, splits)
+
+
 def student_accuracy(cfg: DistillConfig, teacher: Teacher, splits: Splits) -> float:
-    return float(distill(cfg, teacher, splits).metrics["student_accuracy"])
+    return float(run(cfg, teacher, splits).test.student_accuracy or 0.0)
 
 
 def steps(rows: int, epochs: int, batch: int) -> int:
@@ -274,14 +262,14 @@ def methods_run(task: Task, seeds: list[int], folder: Path) -> dict[str, list[fl
             for k in range(2)
         ]
         teacher = teachers[0]
-        mixup = synthesize(task.x_train, SynthesisSpec("mixup", MIXUP_ROWS, seed))
+        mixup = synthesize(task.x_train, support.synthesis("mixup", MIXUP_ROWS, seed=seed))
         rich = Splits(labeled.train, test, test, (TransferRows("mixup", mixup),))
         kd = config(task.student_hidden, seed, alpha)
         student = kd.student
         [assistant] = assistant_specs(
             student, teacher.input_shape, teacher.num_classes, teacher.parameters, 1
         )
-        ta_outcome, _ = distill_through_assistants(kd, teacher, rich, [assistant])
+        ta = run_method("assistants", MethodInputs(kd, (teacher,), rich, assistants=(assistant,)))
         ensemble = EnsembleTeacher(teachers, kd.method.temperature)
         row = {
             "teacher": float((teacher.logits(task.x_test).argmax(1) == task.y_test).mean()),
@@ -290,7 +278,7 @@ def methods_run(task: Task, seeds: list[int], folder: Path) -> dict[str, list[fl
                 config(task.student_hidden, seed, 1.0, epochs=long), teacher, labeled
             ),
             "KD": student_accuracy(kd, teacher, rich),
-            "KD, 1 assistant": float(ta_outcome.metrics["student_accuracy"]),
+            "KD, 1 assistant": float(ta.outcome.test.student_accuracy or 0.0),
             f"early-stopped KD ({epochs // 2}/{epochs})": student_accuracy(
                 config(task.student_hidden, seed, alpha, kd_stop=epochs // 2), teacher, rich
             ),
@@ -364,15 +352,7 @@ def digit_images() -> tuple[np.ndarray, np.ndarray]:
 
 def vae_spec(seed: int) -> VaeSpec:
     """The service's defaults for a job's VAE (cross_domain.phi = "vae")."""
-    cross = CrossDomainConfig(phi="vae", source_dataset_id="ds_source")
-    return VaeSpec(
-        latent_dim=cross.latent_dim,
-        hidden=cross.hidden,
-        epochs=cross.epochs,
-        learning_rate=cross.learning_rate,
-        beta=cross.beta,
-        seed=seed,
-    )
+    return support.vae_spec(seed=seed)
 
 
 class Negate(nn.Module):
@@ -383,15 +363,7 @@ class Negate(nn.Module):
 
 
 def export_mapping(path: Path) -> Path:
-    torch.onnx.export(
-        Negate().eval(),
-        (torch.zeros(2, 40),),
-        str(path),
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        external_data=False,
-        dynamo=True,
-        verbose=False,
-    )
+    save_onnx(Negate(), torch.zeros(2, 40), path)
     return path
 
 
@@ -427,20 +399,24 @@ def crossdomain_run(seeds: list[int], folder: Path) -> dict[str, list[float]]:
         teachers[VAE_ROW] = MappedTeacher(source, vae)
         labeled = Splits(ArraySplit(x_t, y_t), test, test)
         mixup = (
-            TransferRows("mixup", synthesize(x_t, SynthesisSpec("mixup", CROSS_MIXUP_ROWS, seed))),
+            TransferRows(
+                "mixup", synthesize(x_t, support.synthesis("mixup", CROSS_MIXUP_ROWS, seed=seed))
+            ),
         )
         generated = (
-            TransferRows("vae", synthesize(x_t, SynthesisSpec("vae", CROSS_MIXUP_ROWS, seed), vae)),
+            TransferRows(
+                "vae", synthesize(x_t, support.synthesis("vae", CROSS_MIXUP_ROWS, seed=seed), vae)
+            ),
         )
         kd = config(hidden, seed, KDMethodConfig().alpha)
         row: dict[str, float] = {}
         for name, teacher in teachers.items():
-            outcome = distill(kd, teacher, Splits(labeled.train, test, test, mixup))
-            row[f"teacher o phi: {name}"] = float(outcome.metrics["teacher_accuracy"])
-            row[f"KD, phi = {name}"] = float(outcome.metrics["student_accuracy"])
+            outcome = run(kd, teacher, Splits(labeled.train, test, test, mixup))
+            row[f"teacher o phi: {name}"] = float(outcome.test.teacher_accuracy or 0.0)
+            row[f"KD, phi = {name}"] = float(outcome.test.student_accuracy or 0.0)
         vae_teacher = teachers[VAE_ROW]
-        outcome = distill(kd, vae_teacher, Splits(labeled.train, test, test, generated))
-        row["KD, phi = VAE, VAE-generated rows"] = float(outcome.metrics["student_accuracy"])
+        outcome = run(kd, vae_teacher, Splits(labeled.train, test, test, generated))
+        row["KD, phi = VAE, VAE-generated rows"] = float(outcome.test.student_accuracy or 0.0)
         row[SCRATCH] = student_accuracy(config(hidden, seed, 1.0), vae_teacher, labeled)
         rec = vae.describe()["reconstruction"]
         row["VAE source MSE"], row["VAE target MSE"] = rec["source_mse"], rec["target_mse"]
@@ -594,15 +570,7 @@ def transfer_teacher(task: TransferTask, seed: int, folder: Path) -> Path:
             opt.step()
     model.eval()
     path = folder / f"{task.name}-teacher-{seed}.onnx"
-    torch.onnx.export(
-        model,
-        (x[:2],),
-        str(path),
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        external_data=False,
-        dynamo=True,
-        verbose=False,
-    )
+    save_onnx(model, x[:2], path)
     return path
 
 
@@ -612,7 +580,7 @@ def transfer_variants(
     """name -> (alpha, transfer rows). alpha 1 trains on hard labels only: from scratch."""
     alpha = KDMethodConfig().alpha
     made = {
-        method: synthesize(task.x_train, SynthesisSpec(method, SYNTHETIC_ROWS, seed))
+        method: synthesize(task.x_train, support.synthesis(method, SYNTHETIC_ROWS, seed=seed))
         for method in ("mixup", "noise", "shift")
     }
     return {
@@ -627,7 +595,6 @@ def transfer_variants(
 
 
 def transfer_run(task: TransferTask, seeds: list[int], folder: Path) -> dict[str, list[float]]:
-    defaults_method, defaults_training = KDMethodConfig(), TrainingConfig()
     results: dict[str, list[float]] = {}
     test = ArraySplit(task.x_test, task.y_test)
     for seed in seeds:
@@ -635,31 +602,12 @@ def transfer_run(task: TransferTask, seeds: list[int], folder: Path) -> dict[str
         teacher_acc = float((teacher.logits(task.x_test).argmax(1) == task.y_test).mean())
         results.setdefault("teacher", []).append(teacher_acc)
         for name, (alpha, transfer) in transfer_variants(task, seed).items():
-            config = DistillConfig(
-                baseline=False,  # the scratch student is its own row of the table
-                student=StudentSpec(hidden_sizes=task.student_hidden),
-                method=KDMethod(temperature=defaults_method.temperature, alpha=alpha),
-                training=replace(
-                    TrainingSpec(
-                        epochs=defaults_training.epochs,
-                        batch_size=defaults_training.batch_size,
-                        learning_rate=defaults_training.learning_rate,
-                        weight_decay=defaults_training.weight_decay,
-                    ),
-                    seed=seed,
-                ),
-            )
             splits = Splits(ArraySplit(task.x_train, task.y_train), test, test, transfer)
             started = time.perf_counter()
-            outcome = distill(config, teacher, splits)
-            acc = float(outcome.metrics["student_accuracy"])
+            acc = student_accuracy(config(task.student_hidden, seed, alpha), teacher, splits)
             results.setdefault(name, []).append(acc)
-            print(
-                f"  {task.name} seed {seed} {name}: {acc:.3f} "
-                f"({time.perf_counter() - started:.1f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+            took = time.perf_counter() - started
+            log(f"  {task.name} seed {seed} {name}: {acc:.3f} ({took:.1f} s)")
     return results
 
 

@@ -31,14 +31,14 @@ from numpy.lib import format as npy_format
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import (  # noqa: E402
+from tests.support import (  # noqa: E402
     Service,
-    _spawn,
-    _wait_healthy,
     base_env,
     create_database,
     drop_database,
     free_port,
+    spawn,
+    wait_healthy,
 )
 
 FEATURES = 1024
@@ -125,8 +125,8 @@ def start_api(tmp: Path, database_url: str | None, max_bytes: int) -> Service:
     )
     service = Service(name="bench-api", base_url=f"http://127.0.0.1:{port}", env=env)
     service.logs = [tmp / f"api-{port}.log"]
-    service.processes = [_spawn(["api"], env, service.logs[0])]
-    _wait_healthy(service)
+    service.processes = [spawn(["api"], env, service.logs[0])]
+    wait_healthy(service)
     return service
 
 

@@ -363,28 +363,7 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="distillery",
-        description="Knowledge distillation as a service. Server: serve, api, worker, migrate, "
-        "keys (see `distillery serve --help`). Client: teachers, datasets, jobs.",
-    )
-    # The client package reads its two environment variables here, and only here.
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("DISTILLERY_URL") or DEFAULT_URL,
-        help=f"the server (env DISTILLERY_URL, default {DEFAULT_URL})",
-    )
-    parser.add_argument(
-        "--api-key",
-        default=os.environ.get("DISTILLERY_API_KEY") or None,
-        help="sent as Authorization: Bearer <key> (env DISTILLERY_API_KEY)",
-    )
-    parser.add_argument("--json", action="store_true", help="print raw JSON")
-    groups = parser.add_subparsers(dest="group", required=True, metavar="command")
-    for name in SERVER_COMMANDS:
-        groups.add_parser(name, help=f"server: {name}", add_help=False)
-
+def _upload_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     teachers = groups.add_parser("teachers", help="upload teachers").add_subparsers(
         dest="command", required=True
     )
@@ -404,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     upload.add_argument("--image-mode", help="image zips: L or RGB")
     upload.set_defaults(handler=cmd_datasets_upload)
 
+
+def _job_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     jobs = groups.add_parser("jobs", help="submit, watch, list, cancel, download").add_subparsers(
         dest="command", required=True
     )
@@ -452,6 +433,32 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--dir", default=".", help="folder to write to (default .)")
     download.add_argument("--name", help="one artifact, e.g. student.onnx")
     download.set_defaults(handler=cmd_jobs_download)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distillery",
+        description="Knowledge distillation as a service. Server: serve, api, worker, migrate, "
+        "keys (see `distillery serve --help`). Client: teachers, datasets, jobs.",
+    )
+    # The client package reads its two environment variables here, and only here.
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("DISTILLERY_URL") or DEFAULT_URL,
+        help=f"the server (env DISTILLERY_URL, default {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("DISTILLERY_API_KEY") or None,
+        help="sent as Authorization: Bearer <key> (env DISTILLERY_API_KEY)",
+    )
+    parser.add_argument("--json", action="store_true", help="print raw JSON")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="command")
+    for name in SERVER_COMMANDS:
+        groups.add_parser(name, help=f"server: {name}", add_help=False)
+
+    _upload_commands(groups)
+    _job_commands(groups)
     return parser
 
 

@@ -63,8 +63,8 @@ class HintReport(TypedDict):
 
 class ClassificationReport(TypedDict):
     accuracy: float
-    nll: float
-    ece: float
+    nll: float | None
+    ece: float | None
     per_class_accuracy: dict[str, float | None]
     confusion_matrix: list[list[int]]
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import (
+from tests.support import (
     Service,
     TeacherFiles,
-    _spawn,
-    _wait_healthy,
     base_env,
     free_port,
+    spawn,
+    wait_healthy,
 )
 
 
@@ -82,9 +82,9 @@ def test_readyz_names_what_is_down(tmp_path: Path) -> None:
     )
     service = Service(name="down", base_url=f"http://127.0.0.1:{port}", env=env)
     service.logs = [tmp_path / "api.log"]
-    service.processes = [_spawn(["api"], env, service.logs[0])]
+    service.processes = [spawn(["api"], env, service.logs[0])]
     try:
-        _wait_healthy(service)
+        wait_healthy(service)
         r = httpx.get(f"{service.base_url}/readyz", timeout=30)
         assert r.status_code == 503
         assert r.headers["content-type"].startswith("application/problem+json")

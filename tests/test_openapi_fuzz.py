@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.app.live import create_key, extra_api
-from tests.conftest import Service, TeacherFiles
+from tests.support import Service, TeacherFiles
 
 SECONDS_PER_STACK = 30
 EXAMPLES = 15  # per operation and phase, within the time budget

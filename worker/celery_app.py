@@ -21,7 +21,6 @@ celery.conf.include = ["worker.tasks"]
 app = celery
 
 
-@setup_logging.connect
 def _json_logs(**_: Any) -> None:
     # Connected, so Celery leaves logging to us: JSON lines with the job id when there is one.
     configure_logging(get_settings().log_level)
@@ -38,7 +37,6 @@ def _served_queue(sender: Any) -> str:
     return names[0] if names else settings.queue_name
 
 
-@worker_ready.connect
 def _start_relay(sender: Any = None, **_: Any) -> None:
     # The worker runs with --quiet (Celery's banner is not a log line): say what it serves here.
     settings = get_settings()
@@ -65,14 +63,19 @@ def _start_relay(sender: Any = None, **_: Any) -> None:
     _relays.append(loop)
 
 
-@worker_shutdown.connect
 def _stop_relay(**_: Any) -> None:
     for loop in _relays:
         loop.stop()
 
 
-@worker_process_init.connect
 def _own_connections(**_: Any) -> None:
     # A pool child is forked from the parent, whose relay holds database
     # connections: drop the inherited ones (without closing the parent's) and open our own.
     get_engine().dispose(close=False)
+
+
+# Connected by call, not as decorators: Celery's signals are untyped.
+setup_logging.connect(_json_logs)
+worker_ready.connect(_start_relay)
+worker_shutdown.connect(_stop_relay)
+worker_process_init.connect(_own_connections)

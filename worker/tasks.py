@@ -17,8 +17,7 @@ CLAIM_RETRY_SECONDS = 5
 CLAIM_RETRIES = 60
 
 
-@celery.task(name=RUN_JOB_TASK, bind=True)
-def run_job(self: Any, job_id: str) -> None:
+def _run_job(self: Any, job_id: str) -> None:
     # Imported here so the worker's parent process never loads torch (or touches CUDA).
     from app.observability import adopt_library_logging
     from worker.pipeline import ClaimFailed
@@ -32,10 +31,14 @@ def run_job(self: Any, job_id: str) -> None:
         raise self.retry(exc=exc, countdown=CLAIM_RETRY_SECONDS, max_retries=CLAIM_RETRIES) from exc
 
 
-@celery.task(name=INSPECT_TEACHER_TASK)
-def inspect_teacher(teacher_id: str) -> None:
+def _inspect_teacher(teacher_id: str) -> None:
     # The model runs in a confined subprocess; this process imports neither torch nor
     # onnxruntime, so the inspection pool starts and answers fast.
     from worker.inspection import inspect_teacher as inspect
 
     inspect(teacher_id)
+
+
+# Registered by call, not as decorators: Celery's task decorator is untyped.
+run_job = celery.task(name=RUN_JOB_TASK, bind=True)(_run_job)
+inspect_teacher = celery.task(name=INSPECT_TEACHER_TASK)(_inspect_teacher)

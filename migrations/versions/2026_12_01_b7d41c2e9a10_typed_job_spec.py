@@ -67,9 +67,7 @@ def _cross_domain(old: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def version_1(old: dict[str, Any], row: Any) -> dict[str, Any]:
-    spec = {
-        k: v for k, v in old.items() if k not in ("teacher_ids", "teacher_checkpoint_ids")
-    }
+    spec = {k: v for k, v in old.items() if k not in ("teacher_ids", "teacher_checkpoint_ids")}
     spec.update(
         version=1,
         teachers=_teachers(old, row.teacher_id),

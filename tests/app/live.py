@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, Service, _spawn, _wait_healthy, free_port
+from tests.support import ROOT, Service, free_port, spawn, wait_healthy
 
 
 def extra_api(stack: Service, tmp: Path, **settings: str) -> Service:
@@ -15,9 +15,9 @@ def extra_api(stack: Service, tmp: Path, **settings: str) -> Service:
     env = {**stack.env, "DISTILLERY_API_PORT": str(port), **settings}
     service = Service(name="extra-api", base_url=f"http://127.0.0.1:{port}", env=env)
     service.logs = [tmp / f"api-{port}.log"]
-    service.processes = [_spawn(["api"], env, service.logs[0])]
+    service.processes = [spawn(["api"], env, service.logs[0])]
     try:
-        _wait_healthy(service)
+        wait_healthy(service)
     except BaseException:
         service.stop()
         raise

@@ -10,7 +10,7 @@ import httpx
 
 from app.ratelimit import RedisLimiter, TokenBuckets
 from tests.app.live import create_key, extra_api
-from tests.conftest import Service, free_port
+from tests.support import Service, free_port
 
 
 def test_token_bucket_refills_at_the_rate() -> None:

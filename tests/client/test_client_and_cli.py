@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from distillery import Client, DistilleryError
-from tests.conftest import ROOT, Digits, Service, TeacherFiles, free_port
+from tests.support import ROOT, Digits, Service, TeacherFiles, free_port
 
 
 def _cli(service: Service, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Service, TeacherFiles
+from tests.support import ROOT, Service, TeacherFiles
 
 HEAVY = ("torch", "onnxruntime", "onnx", "fastapi", "sqlalchemy", "celery", "pydantic", "numpy")
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import Service, TeacherFiles
+from tests.support import Service, TeacherFiles
 
 
 class _Exploit:

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import Digits, Service, TeacherFiles
+from tests.support import Digits, Service, TeacherFiles
+from tests.support.teachers import save_onnx
 
 
 def to_target(x: np.ndarray) -> np.ndarray:
@@ -34,14 +35,7 @@ def ids(
 ) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("crossdomain")
     mapping = folder / "mapping.onnx"
-    torch.onnx.export(
-        Untranspose().eval(),
-        (torch.zeros(2, 64),),
-        str(mapping),
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        external_data=False,
-        dynamo=True,
-    )
+    save_onnx(Untranspose(), torch.zeros(2, 64), mapping)
     # A small target set: 500 rows; the source domain (the teacher's) has its own rows.
     np.savez(folder / "target.npz", x=to_target(digits.x_train[:500]), y=digits.y_train[:500])
     np.savez(folder / "target_test.npz", x=to_target(digits.x_test), y=digits.y_test)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.conftest import Digits, Service, TeacherFiles
+from tests.support import Digits, Service, TeacherFiles
 
 
 def test_image_folders_train_a_student(

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.conftest import Digits, Service, TeacherFiles
+from tests.support import Digits, Service, TeacherFiles
 
 JOB_BODY = {
     "student": {"architecture": "mlp", "hidden_sizes": [32]},

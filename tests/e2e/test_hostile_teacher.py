@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import Service
+from tests.support import Service
 from tests.worker.hostile import hungry_onnx, mlp_onnx
 
 JOB = {

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 
 from distillery import Client, DistilleryError
-from tests.conftest import (
+from tests.support import (
     REDIS_URL,
     ROOT,
     PostgresDatabase,
     Service,
     TeacherFiles,
-    _spawn,
-    _wait_healthy,
     base_env,
     free_port,
+    spawn,
+    wait_healthy,
 )
 
 
@@ -46,8 +46,8 @@ def _api_without_workers(tmp: Path, db: PostgresDatabase) -> Service:
     )
     service = Service(name="no-workers", base_url=f"http://127.0.0.1:{port}", env=env)
     service.logs = [tmp / "api.log"]
-    service.processes = [_spawn(["api"], env, service.logs[0])]
-    _wait_healthy(service)
+    service.processes = [spawn(["api"], env, service.logs[0])]
+    wait_healthy(service)
     return service
 
 
@@ -79,7 +79,7 @@ def test_uploads_wait_for_a_worker_and_readyz_says_why(
             log = tmp_path / "inspector.log"
             service.logs.append(log)
             service.processes.append(
-                _spawn(["worker", "--name", "i", "--pools", "inspections"], service.env, log)
+                spawn(["worker", "--name", "i", "--pools", "inspections"], service.env, log)
             )
             teacher = client.wait_teacher(body["id"], timeout=120)
         assert teacher["status"] == "ready" and teacher["input_shape"] == [1, 8, 8]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.conftest import Service, TeacherFiles
+from tests.support import Service, TeacherFiles
 
 
 def _ids(service: Service, teacher: TeacherFiles, files: dict[str, Path]) -> dict[str, str]:

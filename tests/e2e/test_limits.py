@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tests.app.live import extra_api
-from tests.conftest import Service, TeacherFiles
+from tests.support import Service, TeacherFiles
 
 _UPLOADS: dict[str, dict[str, str]] = {}
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import Digits, Service, TeacherFiles
+from tests.support import Digits, Service, TeacherFiles
+from tests.support.teachers import save_onnx
 
 
 def _linear_teacher(digits: Digits, folder: Path, flat: bool) -> Path:
@@ -24,15 +25,7 @@ def _linear_teacher(digits: Digits, folder: Path, flat: bool) -> Path:
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
     path = folder / ("flat.onnx" if flat else "linear.onnx")
-    torch.onnx.export(
-        model.eval(),
-        (x[:2],),
-        str(path),
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        external_data=False,
-        dynamo=True,
-        verbose=False,
-    )
+    save_onnx(model, x[:2], path)
     return path
 
 
@@ -243,15 +236,7 @@ def test_early_stopped_teacher_checkpoints(
             opt.step()
         if epoch in (1, 4, 30):
             path = tmp_path / f"epoch{epoch}.onnx"
-            torch.onnx.export(
-                model.eval(),
-                (x[:2],),
-                str(path),
-                external_data=False,
-                dynamo=True,
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
-                verbose=False,
-            )
+            save_onnx(model, x[:2], path)
             model.train()
             uploaded.append(production_service.upload_teacher(path).json()["id"])
     body = {

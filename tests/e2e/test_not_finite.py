@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import Service
+from tests.support import Service
 from tests.worker.hostile import constant_onnx, poisoned_onnx
 
 JOB: dict[str, Any] = {

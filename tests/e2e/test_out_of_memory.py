@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.app.live import extra_api
-from tests.conftest import ROOT, Service, TeacherFiles
+from tests.support import ROOT, Service, TeacherFiles
 
 WORKER_MEMORY_BYTES = 6 * 1024**3
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import (
+from tests.support import (
     ROOT,
     Service,
     TeacherFiles,
-    _spawn,
-    _wait_healthy,
     base_env,
     free_port,
+    spawn,
+    wait_healthy,
 )
 
 
@@ -129,9 +129,9 @@ def test_keys_are_required_off_loopback(production_service: Service, tmp_path: P
     }
     service = Service(name="keys", base_url=f"http://127.0.0.2:{port}", env=env)
     service.logs = [tmp_path / "api.log"]
-    service.processes = [_spawn(["api"], env, service.logs[0])]
+    service.processes = [spawn(["api"], env, service.logs[0])]
     try:
-        _wait_healthy(service)
+        wait_healthy(service)
         assert httpx.get(f"{service.base_url}/v1/jobs").status_code == 401
         key = _create_key(production_service, "initech")
         r = httpx.get(f"{service.base_url}/v1/jobs", headers={"Authorization": f"Bearer {key}"})

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import Digits, Service, TeacherFiles
+from tests.support import Digits, Service, TeacherFiles
 
 LABELED = 200
 

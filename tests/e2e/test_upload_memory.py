@@ -36,7 +36,7 @@ import psutil
 import pytest
 
 from tests.app.live import extra_api
-from tests.conftest import Service
+from tests.support import Service
 
 LIMIT = 64 * 1024 * 1024
 MAX_GROWTH_MB = 100.0

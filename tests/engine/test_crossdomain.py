@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from tests.support.engine import config, kd, student, synthesis, training, vae_spec
+from tests.support.teachers import save_onnx
 from worker.engine import (
     ArraySplit,
     DilatedConvMapping,
@@ -132,14 +133,7 @@ class Untranspose(nn.Module):
 
 def export_mapping(module: nn.Module, folder: Path, features: int) -> Path:
     path = folder / "mapping.onnx"
-    torch.onnx.export(
-        module.eval(),
-        (torch.zeros(2, features),),
-        str(path),
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        external_data=False,
-        dynamo=True,
-    )
+    save_onnx(module, torch.zeros(2, features), path)
     return path
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.support.engine import config, kd, method, student, training
+from tests.support.teachers import save_onnx
 from worker.engine import (
     ArraySplit,
     DiskLogitCache,
@@ -44,15 +45,7 @@ def teacher_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Sp
             torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
             opt.step()
     path = tmp_path_factory.mktemp("t") / "teacher.onnx"
-    torch.onnx.export(
-        model.eval(),
-        (xt[:2],),
-        str(path),
-        external_data=False,
-        dynamo=True,
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
-        verbose=False,
-    )
+    save_onnx(model, xt[:2], path)
     splits = Splits(
         ArraySplit(x[:1000], y[:1000]),
         ArraySplit(x[1000:1200], y[1000:1200]),

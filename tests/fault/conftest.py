@@ -20,16 +20,16 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import (
+from tests.support import (
     ROOT,
     PostgresDatabase,
     Service,
-    _spawn,
-    _wait_healthy,
     base_env,
     create_database,
     drop_database,
     free_port,
+    spawn,
+    wait_healthy,
 )
 
 FAST = {
@@ -161,7 +161,7 @@ class Cluster:
     def add_worker(self, name: str, *flags: str, **extra: str) -> subprocess.Popen[bytes]:
         log = self.tmp / f"worker-{name}.log"
         self.api.logs.append(log)
-        proc = _spawn(["worker", "--name", name, *flags], {**self.env, **extra}, log)
+        proc = spawn(["worker", "--name", name, *flags], {**self.env, **extra}, log)
         self.workers[name] = proc
         self.api.processes.append(proc)
         return proc
@@ -177,8 +177,8 @@ class Cluster:
         env = {**self.env, "DISTILLERY_API_PORT": str(port), **extra}
         service = Service(name="api", base_url=f"http://127.0.0.1:{port}", env=env)
         service.logs = [self.tmp / f"api-{port}.log"]
-        service.processes = [_spawn(["api"], env, service.logs[0])]
-        _wait_healthy(service)
+        service.processes = [spawn(["api"], env, service.logs[0])]
+        wait_healthy(service)
         return service
 
     def events(self, job_id: str) -> list[dict[str, Any]]:

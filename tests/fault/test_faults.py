@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from tests.conftest import PG_ADMIN, TeacherFiles
 from tests.fault.conftest import Cluster, Gate
+from tests.support import PG_ADMIN, TeacherFiles
 
 SLOW = {"epochs": 40, "batch_size": 8}
 

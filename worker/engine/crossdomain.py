@@ -82,7 +82,8 @@ class GaussianNoiseMapping:
     def __call__(self, x: np.ndarray, first_row: int = 0) -> np.ndarray:
         rng = np.random.default_rng([self.seed, first_row])
         x = np.asarray(x, dtype=np.float32)
-        return x + self.sigma * rng.standard_normal(x.shape, dtype=np.float32)
+        values: np.ndarray = x + self.sigma * rng.standard_normal(x.shape, dtype=np.float32)
+        return values
 
     def describe(self) -> dict[str, Any]:
         return {"phi": self.kind, "sigma": self.sigma, "seed": self.seed}

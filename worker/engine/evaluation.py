@@ -60,7 +60,8 @@ class TestLogits:
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    values: np.ndarray = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return values
 
 
 def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:

@@ -45,7 +45,6 @@ def export_onnx(
     tolerance: float = 1e-4,
 ) -> OnnxExport:
     import onnx
-    import onnxruntime as ort
 
     model = _Entry(student.eval().cpu()).eval()
     rng = np.random.default_rng(0)
@@ -76,10 +75,30 @@ def export_onnx(
     if batch_dim.HasField("dim_value"):
         raise ExportCheckFailed("the exported batch dimension is fixed, not dynamic")
 
+    worst = _max_difference(model, path, sample, input_shape, rng)
+    if worst > tolerance:
+        raise ExportCheckFailed(
+            f"ONNX output differs from PyTorch by {worst:.3g} (tolerance {tolerance:g})"
+        )
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    return OnnxExport(path=path, bytes=path.stat().st_size, max_abs_diff=worst, opset=int(opset))
+
+
+def _max_difference(
+    model: nn.Module,
+    path: Path,
+    sample: np.ndarray,
+    input_shape: tuple[int, ...],
+    rng: np.random.Generator,
+) -> float:
+    """The largest difference of ONNX Runtime's outputs from PyTorch's, on one row and on a
+    wide batch: two distinct batch sizes, so that a batch dimension baked in shows up."""
+    import onnxruntime as ort
+
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
     wide = sample[:64]
-    if len(wide) < 33:  # two distinct batch sizes, so a batch dimension baked in shows up
+    if len(wide) < 33:
         extra = rng.standard_normal((33 - len(wide), *input_shape)).astype(np.float32)
         wide = np.concatenate([wide, extra])
     for rows in (sample[:1], wide):
@@ -92,12 +111,7 @@ def export_onnx(
             # NaN compares as "no difference": a student that outputs it must not pass.
             raise ExportCheckFailed("the student's outputs on the check rows are not finite")
         worst = max(worst, float(np.abs(got - want).max()))
-    if worst > tolerance:
-        raise ExportCheckFailed(
-            f"ONNX output differs from PyTorch by {worst:.3g} (tolerance {tolerance:g})"
-        )
-    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    return OnnxExport(path=path, bytes=path.stat().st_size, max_abs_diff=worst, opset=int(opset))
+    return worst
 
 
 def save_safetensors(student: nn.Module, path: Path) -> int:

@@ -73,7 +73,7 @@ def hint_stage(
                 student(x[idx])
                 loss = F.mse_loss(regressor(captured[0].flatten(1)), target[idx])
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                torch.autograd.backward(loss)
                 optimizer.step()
                 total += loss.detach() * len(idx)
             losses.append(finite_loss(float(total) / len(x), "hint", epoch))

@@ -203,7 +203,7 @@ def _epoch(
             per_row=transfer_rows > 0,
         )
         run.optimizer.zero_grad(set_to_none=True)
-        loss.total.backward()
+        torch.autograd.backward(loss.total)
         run.optimizer.step()
         terms.append((loss.hard.detach(), loss.soft.detach()))
         sizes.append(len(idx))

@@ -29,7 +29,8 @@ def _mixup(x: np.ndarray, rows: int, rng: np.random.Generator, spec: SynthesisSp
     second = rng.integers(0, len(x), rows)
     lam = rng.beta(spec.mixup_alpha, spec.mixup_alpha, rows).astype(np.float32)
     lam = lam.reshape(rows, *([1] * (x.ndim - 1)))
-    return lam * x[first] + (1.0 - lam) * x[second]
+    values: np.ndarray = lam * x[first] + (1.0 - lam) * x[second]
+    return values
 
 
 def _noise_factory(x: np.ndarray) -> Callable[..., np.ndarray]:
@@ -40,7 +41,8 @@ def _noise_factory(x: np.ndarray) -> Callable[..., np.ndarray]:
     ) -> np.ndarray:
         base = x[rng.integers(0, len(x), rows)]
         jitter = rng.standard_normal(base.shape, dtype=np.float32) * scale * spec.noise_sigma
-        return base + jitter
+        values: np.ndarray = base + jitter
+        return values
 
     return noise
 

@@ -130,7 +130,10 @@ class VaeMapping:
         mean, _ = self.model.encode(self._target_in(x))
         out = self.model.decode_source(mean).numpy()
         s_mean, s_std = self.source_stats
-        return (out * s_std + s_mean).reshape(len(x), *self.output_shape).astype(np.float32)
+        values: np.ndarray = (
+            (out * s_std + s_mean).reshape(len(x), *self.output_shape).astype(np.float32)
+        )
+        return values
 
     @torch.no_grad()
     def generate(self, x: np.ndarray, rows: int, rng: np.random.Generator) -> np.ndarray:
@@ -140,7 +143,10 @@ class VaeMapping:
         noise = torch.from_numpy(rng.standard_normal(tuple(mean.shape), dtype=np.float32))
         out = self.model.decode_target(mean + noise * torch.exp(0.5 * log_var)).numpy()
         t_mean, t_std = self.target_stats
-        return (out * t_std + t_mean).reshape(rows, *self.input_shape).astype(np.float32)
+        values: np.ndarray = (
+            (out * t_std + t_mean).reshape(rows, *self.input_shape).astype(np.float32)
+        )
+        return values
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -152,6 +158,26 @@ class VaeMapping:
             "seed": self.spec.seed,
             **self.report,
         }
+
+
+def _epoch(
+    model: CrossDomainVAE,
+    optimizer: torch.optim.Optimizer,
+    target: torch.Tensor,
+    source: torch.Tensor,
+    spec: VaeSpec,
+) -> np.ndarray:
+    """One pass over the (target, source) pairs in order: the summed source and target
+    reconstruction terms and KL term."""
+    sums = np.zeros(3)
+    for start in range(0, len(target), spec.batch_size):
+        xt, xs = target[start : start + spec.batch_size], source[start : start + spec.batch_size]
+        loss, recon_s, recon_t, kl = _losses(model, xt, xs, spec.beta)
+        optimizer.zero_grad(set_to_none=True)
+        torch.autograd.backward(loss)
+        optimizer.step()
+        sums += np.array([recon_s.item(), recon_t.item(), kl.item()]) * len(xt)
+    return sums
 
 
 def train_vae(
@@ -181,14 +207,7 @@ def train_vae(
         model.train()
         pairs = torch.from_numpy(pair_by_class(y_target, y_source, rng))
         order = torch.from_numpy(rng.permutation(n))
-        sums = np.zeros(3)
-        for start in range(0, n, spec.batch_size):
-            idx = order[start : start + spec.batch_size]
-            loss, recon_s, recon_t, kl = _losses(model, xt_all[idx], xs_all[pairs[idx]], spec.beta)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            sums += np.array([recon_s.item(), recon_t.item(), kl.item()]) * len(idx)
+        sums = _epoch(model, optimizer, xt_all[order], xs_all[pairs[order]], spec)
         finite_loss(float(sums.sum()), "VAE", epoch)
         record = {
             "epoch": epoch,

@@ -44,7 +44,8 @@ def looks_like_probabilities(rows: np.ndarray) -> bool:
 
 
 def probabilities_to_logits(p: np.ndarray) -> np.ndarray:
-    return np.log(np.clip(p, 1e-7, 1.0)).astype(np.float32)
+    values: np.ndarray = np.log(np.clip(p, 1e-7, 1.0)).astype(np.float32)
+    return values
 
 
 def run_in_chunks(fn: Any, x: np.ndarray, chunk: int, fixed_batch: int | None) -> np.ndarray:

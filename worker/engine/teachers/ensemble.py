@@ -12,7 +12,8 @@ from worker.engine.teachers.base import OutputKind, Teacher
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    values: np.ndarray = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return values
 
 
 class EnsembleTeacher:
@@ -50,4 +51,5 @@ class EnsembleTeacher:
         # log of the mean of probabilities, computed in log space for stability
         top = stacked.max(axis=0)
         mean_log = top + np.log(np.exp(stacked - top).mean(axis=0))
-        return (t * mean_log).astype(np.float32)
+        values: np.ndarray = (t * mean_log).astype(np.float32)
+        return values

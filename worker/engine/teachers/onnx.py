@@ -38,76 +38,94 @@ def _as_matrix(value: Any) -> np.ndarray | None:
     return None
 
 
+def _checked_model(path: Path) -> Any:
+    """The ONNX model in one self-contained file, checked by onnx's checker."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise TeacherRejected(
+            f"the file is not a valid ONNX or .pt2 model (it may be truncated); {EXPORT_ADVICE}"
+        ) from exc
+    if any(
+        t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data) > 0
+        for t in model.graph.initializer
+    ):
+        raise TeacherRejected(
+            "the ONNX model keeps its weights in external data files, which an upload cannot "
+            "carry; export one self-contained file (torch.onnx.export(..., "
+            "external_data=False))"
+        )
+    if not model.graph.node:
+        raise TeacherRejected(f"the file is not a valid ONNX model (no graph); {EXPORT_ADVICE}")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise TeacherRejected(f"the ONNX model is invalid: {str(exc)[:300]}") from exc
+    return model
+
+
+def _teacher_input(model: Any) -> tuple[str, tuple[int, ...], int | None]:
+    """The one float32 input: its name, its shape after the batch, and a batch size the model
+    fixes (None when the batch dimension is dynamic)."""
+    import onnx
+
+    init_names = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in init_names]
+    if len(inputs) != 1:
+        raise TeacherRejected(
+            f"the ONNX model takes {len(inputs)} inputs; a teacher takes exactly one tensor"
+        )
+    tensor_type = inputs[0].type.tensor_type
+    if tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        raise TeacherRejected(
+            f"the ONNX model's input {inputs[0].name!r} is not float32; export it with a "
+            "float32 input"
+        )
+    dims = list(tensor_type.shape.dim)
+    if len(dims) < 2:
+        raise TeacherRejected(
+            f"the ONNX model's input {inputs[0].name!r} has rank {len(dims)}; expected a "
+            "batch dimension followed by the features"
+        )
+    if not all(d.HasField("dim_value") and d.dim_value > 0 for d in dims[1:]):
+        shown = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in dims]
+        raise TeacherRejected(
+            f"the ONNX model's input shape {shown} has a dynamic dimension after the batch; "
+            "only dimension 0 (the batch) may be dynamic"
+        )
+    batch = dims[0]
+    fixed_batch = int(batch.dim_value) if batch.HasField("dim_value") else None
+    return inputs[0].name, tuple(int(d.dim_value) for d in dims[1:]), fixed_batch
+
+
+def _weight_count(model: Any) -> int:
+    """Weights only: exporters add small integer initializers (shapes) that are not
+    parameters."""
+    import onnx
+
+    floating = {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.BFLOAT16,
+    }
+    return int(
+        sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type in floating)
+    )
+
+
 class OnnxTeacher:
     format = "onnx"
     fingerprint: str | None = None
 
     def __init__(self, path: Path) -> None:
-        import onnx
         import onnxruntime as ort
 
-        try:
-            model = onnx.load(str(path), load_external_data=False)
-        except Exception as exc:
-            raise TeacherRejected(
-                f"the file is not a valid ONNX or .pt2 model (it may be truncated); {EXPORT_ADVICE}"
-            ) from exc
-        initializers = list(model.graph.initializer)
-        if any(
-            t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data) > 0
-            for t in initializers
-        ):
-            raise TeacherRejected(
-                "the ONNX model keeps its weights in external data files, which an upload cannot "
-                "carry; export one self-contained file (torch.onnx.export(..., "
-                "external_data=False))"
-            )
-        if not model.graph.node:
-            raise TeacherRejected(f"the file is not a valid ONNX model (no graph); {EXPORT_ADVICE}")
-        try:
-            onnx.checker.check_model(model)
-        except Exception as exc:
-            raise TeacherRejected(f"the ONNX model is invalid: {str(exc)[:300]}") from exc
-
-        init_names = {t.name for t in initializers}
-        inputs = [i for i in model.graph.input if i.name not in init_names]
-        if len(inputs) != 1:
-            raise TeacherRejected(
-                f"the ONNX model takes {len(inputs)} inputs; a teacher takes exactly one tensor"
-            )
-        tensor_type = inputs[0].type.tensor_type
-        if tensor_type.elem_type != onnx.TensorProto.FLOAT:
-            raise TeacherRejected(
-                f"the ONNX model's input {inputs[0].name!r} is not float32; export it with a "
-                "float32 input"
-            )
-        dims = list(tensor_type.shape.dim)
-        if len(dims) < 2:
-            raise TeacherRejected(
-                f"the ONNX model's input {inputs[0].name!r} has rank {len(dims)}; expected a "
-                "batch dimension followed by the features"
-            )
-        if not all(d.HasField("dim_value") and d.dim_value > 0 for d in dims[1:]):
-            shown = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in dims]
-            raise TeacherRejected(
-                f"the ONNX model's input shape {shown} has a dynamic dimension after the batch; "
-                "only dimension 0 (the batch) may be dynamic"
-            )
-        self.input_name = inputs[0].name
-        self.input_shape = tuple(int(d.dim_value) for d in dims[1:])
-        batch = dims[0]
-        self.fixed_batch = int(batch.dim_value) if batch.HasField("dim_value") else None
-        floating = {
-            onnx.TensorProto.FLOAT,
-            onnx.TensorProto.FLOAT16,
-            onnx.TensorProto.DOUBLE,
-            onnx.TensorProto.BFLOAT16,
-        }
-        # Weights only: exporters add small integer initializers (shapes) that are not parameters.
-        self.parameters = int(
-            sum(int(np.prod(t.dims)) for t in initializers if t.data_type in floating)
-        )
-
+        model = _checked_model(path)
+        self.input_name, self.input_shape, self.fixed_batch = _teacher_input(model)
+        self.parameters = _weight_count(model)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 0
         try:

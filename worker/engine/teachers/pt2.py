@@ -51,7 +51,7 @@ def no_unpickling() -> Iterator[None]:
         kwargs["weights_only"] = True
         return original_load(*args, **kwargs)
 
-    torch.load = weights_only_load  # type: ignore[assignment]
+    torch.load = weights_only_load
     pickle.loads = _refuse
     if original_obj is not None:
         torch._C._pickle_load_obj = _refuse
@@ -79,15 +79,7 @@ def check_archive(path: Path, rejected: type[Exception], advice: str) -> None:
         if not programs:
             raise rejected(f"the .pt2 archive holds no exported program; {advice}")
         for name in programs:
-            if archive.getinfo(name).file_size > MAX_PROGRAM_BYTES:
-                raise rejected("the .pt2 archive's program is implausibly large")
-            try:
-                audit_program(json.loads(archive.read(name)))
-            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-                reason = str(exc) if isinstance(exc, UnsafeProgram) else "it is not valid JSON"
-                raise rejected(
-                    f"the .pt2 program cannot be loaded safely: {reason}; {advice}"
-                ) from exc
+            _check_program(archive, name, rejected, advice)
         for name in names:
             rel = name[len(prefix) :]
             if rel.endswith(".pkl") or (
@@ -100,37 +92,53 @@ def check_archive(path: Path, rejected: type[Exception], advice: str) -> None:
             if rel.startswith(("data/weights/", "data/constants/")) and rel.endswith(
                 "_config.json"
             ):
-                info = archive.getinfo(name)
-                if info.file_size > MAX_CONFIG_BYTES:
-                    raise rejected(f"the .pt2 archive's {rel} is implausibly large")
-                try:
-                    config = json.loads(archive.read(name))
-                except (ValueError, UnicodeDecodeError) as exc:
-                    raise rejected(f"the .pt2 archive's {rel} is not valid JSON") from exc
-                entries = config.get("config") if isinstance(config, dict) else None
-                if not isinstance(entries, dict):
-                    raise rejected(f"the .pt2 archive's {rel} is malformed; {advice}")
-                for key, entry in entries.items():
-                    try:
-                        # FQNs become attribute paths in generated code (see pt2_audit).
-                        check_name(key, "the weight name")
-                        check_name(str(entry.get("path_name", "")), "the payload name")
-                    except (UnsafeProgram, AttributeError) as exc:
-                        raise rejected(
-                            f"the .pt2 archive's {rel} is malformed: {exc}; {advice}"
-                        ) from exc
-                    if not isinstance(entry, dict) or entry.get("use_pickle"):
-                        raise rejected(
-                            f"the .pt2 archive stores {key!r} as a pickle; Distillery never "
-                            f"unpickles uploads; {advice}"
-                        )
-                    path_name = str(entry.get("path_name", ""))
-                    if rel.startswith("data/constants/") and not path_name.startswith("tensor_"):
-                        raise rejected(
-                            f"the .pt2 archive holds a non-tensor constant {key!r} "
-                            "(a script or opaque object), which would need unpickling; "
-                            f"{advice}"
-                        )
+                _check_payload_config(archive, name, rel, rejected, advice)
+
+
+def _check_program(
+    archive: zipfile.ZipFile, name: str, rejected: type[Exception], advice: str
+) -> None:
+    if archive.getinfo(name).file_size > MAX_PROGRAM_BYTES:
+        raise rejected("the .pt2 archive's program is implausibly large")
+    try:
+        audit_program(json.loads(archive.read(name)))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        reason = str(exc) if isinstance(exc, UnsafeProgram) else "it is not valid JSON"
+        raise rejected(f"the .pt2 program cannot be loaded safely: {reason}; {advice}") from exc
+
+
+def _check_payload_config(
+    archive: zipfile.ZipFile, name: str, rel: str, rejected: type[Exception], advice: str
+) -> None:
+    """A weights or constants config: every payload a plain tensor, none a pickle."""
+    if archive.getinfo(name).file_size > MAX_CONFIG_BYTES:
+        raise rejected(f"the .pt2 archive's {rel} is implausibly large")
+    try:
+        config = json.loads(archive.read(name))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise rejected(f"the .pt2 archive's {rel} is not valid JSON") from exc
+    entries = config.get("config") if isinstance(config, dict) else None
+    if not isinstance(entries, dict):
+        raise rejected(f"the .pt2 archive's {rel} is malformed; {advice}")
+    for key, entry in entries.items():
+        try:
+            # FQNs become attribute paths in generated code (see pt2_audit).
+            check_name(key, "the weight name")
+            check_name(str(entry.get("path_name", "")), "the payload name")
+        except (UnsafeProgram, AttributeError) as exc:
+            raise rejected(f"the .pt2 archive's {rel} is malformed: {exc}; {advice}") from exc
+        if not isinstance(entry, dict) or entry.get("use_pickle"):
+            raise rejected(
+                f"the .pt2 archive stores {key!r} as a pickle; Distillery never "
+                f"unpickles uploads; {advice}"
+            )
+        path_name = str(entry.get("path_name", ""))
+        if rel.startswith("data/constants/") and not path_name.startswith("tensor_"):
+            raise rejected(
+                f"the .pt2 archive holds a non-tensor constant {key!r} "
+                "(a script or opaque object), which would need unpickling; "
+                f"{advice}"
+            )
 
 
 def load_pt2_program(path: Path, rejected: type[Exception], advice: str) -> tuple[Any, Any]:
@@ -168,6 +176,38 @@ def _batch_bounds(program: Any, batch: Any) -> tuple[int, int | None]:
         return 2, None
 
 
+def _program_input(program: Any, float32: Any) -> tuple[Any, list[Any]]:
+    """The program's one user input, float32 with static dimensions after the batch: its
+    graph node and its shape."""
+    inputs = [
+        node
+        for node in program.graph.nodes
+        if node.op == "placeholder" and node.name in program.graph_signature.user_inputs
+    ]
+    if len(inputs) != 1:
+        raise TeacherRejected(
+            f"the program takes {len(inputs)} inputs; a teacher takes exactly one tensor"
+        )
+    value = inputs[0].meta.get("val")
+    shape = list(getattr(value, "shape", ()))
+    if len(shape) < 2:
+        raise TeacherRejected(
+            f"the program's input has shape {shape}; expected a batch dimension followed "
+            "by the features"
+        )
+    if not all(isinstance(d, int) for d in shape[1:]):
+        raise TeacherRejected(
+            f"input dimensions after the batch must be static, found {shape}; export with "
+            "dynamic_shapes only on dimension 0"
+        )
+    if getattr(value, "dtype", None) != float32:
+        raise TeacherRejected(
+            f"the program's input is {getattr(value, 'dtype', None)}, not float32; export "
+            "it with a float32 example input"
+        )
+    return inputs[0], shape
+
+
 class Pt2Teacher:
     """A program saved with torch.export.save, loaded without unpickling anything."""
 
@@ -178,34 +218,8 @@ class Pt2Teacher:
         import torch
 
         program, self.module = load_pt2_program(path, TeacherRejected, EXPORT_ADVICE)
-        inputs = [
-            node
-            for node in program.graph.nodes
-            if node.op == "placeholder" and node.name in program.graph_signature.user_inputs
-        ]
-        if len(inputs) != 1:
-            raise TeacherRejected(
-                f"the program takes {len(inputs)} inputs; a teacher takes exactly one tensor"
-            )
-        value = inputs[0].meta.get("val")
-        shape = list(getattr(value, "shape", ()))
-        if len(shape) < 2:
-            raise TeacherRejected(
-                f"the program's input has shape {shape}; expected a batch dimension followed "
-                "by the features"
-            )
-        rest = shape[1:]
-        if not all(isinstance(d, int) for d in rest):
-            raise TeacherRejected(
-                f"input dimensions after the batch must be static, found {shape}; export with "
-                "dynamic_shapes only on dimension 0"
-            )
-        if getattr(value, "dtype", None) != torch.float32:
-            raise TeacherRejected(
-                f"the program's input is {getattr(value, 'dtype', None)}, not float32; export "
-                "it with a float32 example input"
-            )
-        self.input_shape = tuple(int(d) for d in rest)
+        input_node, shape = _program_input(program, torch.float32)
+        self.input_shape = tuple(int(d) for d in shape[1:])
         self.fixed_batch = int(shape[0]) if isinstance(shape[0], int) else None
         self.min_batch, self.max_batch = _batch_bounds(program, shape[0])
         self.parameters = sum(
@@ -233,7 +247,7 @@ class Pt2Teacher:
             "probabilities" if looks_like_probabilities(out) else "logits"
         )
         self.details = {
-            "input_name": inputs[0].name,
+            "input_name": input_node.name,
             "outputs_found": {self.output_name: f"tensor(float) {list(out.shape[1:])}"},
         }
 
