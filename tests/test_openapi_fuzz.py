@@ -45,6 +45,12 @@ parameters = {{ teacher_id = "{teacher}" }}
 include-path-regex = "^/v1/datasets/\\\\{{dataset_id\\\\}}"
 parameters = {{ dataset_id = "{dataset}" }}
 
+# No worker serves the fuzzed API's queues (so that nothing the fuzzer submits runs), so
+# readiness answers 503 naming them, by design (tests/test_observability.py checks it).
+[[operations]]
+include-path = "/readyz"
+enabled = false
+
 [[operations]]
 include-path = "/v1/teachers"
 include-method = "POST"
@@ -95,6 +101,9 @@ def fuzzed(
         tmp_path,
         DISTILLERY_RATE_LIMIT_PER_SECOND="0",
         DISTILLERY_QUEUE_NAME=f"fuzz-{request.param}-nobody-listens",
+        # Nobody serves this queue's inspections either: an upload answers `processing`
+        # after this wait (the documented answer when no worker has inspected it yet).
+        DISTILLERY_UPLOAD_WAIT_SECONDS="1",
     )
     service.client.headers["Authorization"] = f"Bearer {key}"
     try:

@@ -31,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger(__name__)
 
 
+REFUSAL_CODES = ("teacher_invalid", "teacher_resource_limit", "teacher_output_not_finite")
+
+
 @dataclass(frozen=True)
 class Refused(Exception):
     """The file cannot serve as a teacher; `code` is teacher_invalid, teacher_resource_limit
@@ -100,10 +103,9 @@ def inspect_file(path: Path, settings: Settings) -> dict[str, Any]:
         code = "teacher_resource_limit" if limited else "teacher_invalid"
         raise Refused(code, _stopped(done.returncode, limited, memory_bytes, cpu_seconds))
     if not report.get("ok"):
-        limited = report.get("code") == "teacher_resource_limit"
-        raise Refused(
-            "teacher_resource_limit" if limited else "teacher_invalid", str(report.get("error"))
-        )
+        code = str(report.get("code"))
+        known = code if code in REFUSAL_CODES else "teacher_invalid"
+        raise Refused(known, str(report.get("error")))
     teacher: dict[str, Any] = report["teacher"]
     return teacher
 
