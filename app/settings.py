@@ -94,6 +94,13 @@ class Settings(BaseSettings):
         ge=10,
         description="Parameters of any model a job trains (student, teacher assistant, VAE).",
     )
+    auto_transfer_max_rows: int = Field(
+        default=50_000,
+        ge=0,
+        le=5_000_000,
+        description='The most rows a job\'s default transfer set ("transfer": "auto") '
+        "synthesizes; it makes 20 per labeled row, at least 10,000. 0: none by default.",
+    )
     blob_chunk_bytes: int = Field(
         default=1024 * 1024, ge=4096, description="Size of the chunks blobs are stored in."
     )

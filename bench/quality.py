@@ -39,7 +39,13 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.jobs.spec import KDMethodConfig, TrainingConfig  # noqa: E402  (the service's defaults)
+from app.jobs.spec import (  # noqa: E402  (the service's defaults)
+    JobCreate,
+    JobSpec,
+    KDMethodConfig,
+    TrainingConfig,
+)
+from app.settings import Settings  # noqa: E402
 from tests.support import engine as support  # noqa: E402
 from tests.support.teachers import save_onnx  # noqa: E402
 from worker.engine import (  # noqa: E402
@@ -61,9 +67,12 @@ from worker.engine import (  # noqa: E402
     assistant_specs,
     load_teacher,
     run_method,
+    stratified_split,
     synthesize,
     train_vae,
 )
+from worker.pipeline.defaults import choose_transfer  # noqa: E402
+from worker.pipeline.plan import synthesis_specs  # noqa: E402
 
 MIXUP_ROWS = 50_000  # the methods table's transfer set
 CROSS_MIXUP_ROWS = 5_000  # the cross-domain table's
@@ -332,6 +341,93 @@ def _materialized(task: Task) -> list[nn.Parameter]:
     model = task.teacher()
     model(torch.from_numpy(task.x_train[:2]))
     return list(model.parameters())
+
+
+# ---- defaults: the job a user gets with only a teacher and a training dataset -------------
+# (`--tables defaults`): the service's defaults end to end, on the same plan the worker
+# makes: 15% of the labeled rows held out for validation as a job does, the default student,
+# method and training, and the default transfer set chosen for the data's kind
+# (worker/pipeline/defaults.py); scratch is the job's own baseline (labeled rows only).
+
+
+def default_job_spec(**fields: object) -> JobSpec:
+    body = {"teacher_id": "tch_bench", "train_dataset_id": "ds_bench", **fields}
+    return JobCreate.model_validate(body).to_spec()
+
+
+def job_splits(task: Task, seed: int) -> Splits:
+    """The job's split of the labeled rows (15% validation), and the task's test rows."""
+    train, validation, _ = stratified_split(task.y_train, (0.85, 0.15, 0.0), seed)
+    return Splits(
+        ArraySplit(task.x_train[train], task.y_train[train]),
+        ArraySplit(task.x_train[validation], task.y_train[validation]),
+        ArraySplit(task.x_test, task.y_test),
+    )
+
+
+def default_transfer(spec: JobSpec, splits: Splits) -> tuple[TransferRows, ...]:
+    chosen = choose_transfer(spec, splits.train.x, Settings().auto_transfer_max_rows)
+    log(f"    transfer: {chosen.choice.reason}")
+    specs = synthesis_specs(chosen.config) if chosen.config is not None else []
+    return tuple(TransferRows(s.method, synthesize(splits.train.x, s)) for s in specs)
+
+
+def defaults_run(task: Task, seeds: list[int], folder: Path) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {}
+    spec = default_job_spec()
+    for seed in seeds:
+        started = time.perf_counter()
+        teachers = [
+            train_teacher(
+                task.teacher,
+                task.x_train,
+                task.y_train,
+                task.teacher_epochs,
+                task.teacher_lr,
+                seed * 100 + k,
+                folder / f"defaults-{task.name}-{seed}-{k}.onnx",
+            )
+            for k in range(2)
+        ]
+        teacher = teachers[0]
+        labeled = job_splits(task, seed)
+        rich = replace(labeled, transfer=default_transfer(spec, labeled))
+        cfg = support.config(support.student(), support.method(), support.training(seed=seed))
+        job = run(cfg, teacher, rich)
+        [assistant] = assistant_specs(
+            cfg.student, teacher.input_shape, teacher.num_classes, teacher.parameters, 1
+        )
+        inputs = MethodInputs(cfg, (teacher,), rich, assistants=(assistant,))
+        assistants = run_method("assistants", inputs).outcome
+        ensemble = run(cfg, EnsembleTeacher(teachers, cfg.method.temperature), rich)
+        stopped = support.config(
+            cfg.student, support.method(kd_stop_epoch=10), support.training(seed=seed)
+        )
+        row = {
+            "teacher": float(job.test.teacher_accuracy or 0.0),
+            SCRATCH: float(job.test.scratch_accuracy or 0.0),
+            "default job": float(job.test.student_accuracy or 0.0),
+            "default job, KD on labeled rows only": student_accuracy(cfg, teacher, labeled),
+            "ensemble of 2 (teacher_ids)": float(ensemble.test.student_accuracy or 0.0),
+            "1 assistant (assistants.count 1)": float(assistants.test.student_accuracy or 0.0),
+            "early-stopped KD (kd_stop_epoch 10)": student_accuracy(stopped, teacher, rich),
+        }
+        for name, acc in row.items():
+            results.setdefault(name, []).append(acc)
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in row.items())
+        log(f"  defaults {task.name} seed {seed}: {shown} ({time.perf_counter() - started:.0f} s)")
+    return results
+
+
+def defaults_table(task: Task, results: dict[str, list[float]]) -> str:
+    return markdown(
+        f"**{task.name}, defaults**: {len(task.x_train):,} labeled rows (15% held out for "
+        f"validation, as a job does), {len(task.x_test):,} test rows; the default student "
+        "(MLP 128), method and training; every distilled row with the default transfer set for "
+        "the data's kind; scratch is the job's own baseline; "
+        f"{len(results['teacher'])} seeds.",
+        results,
+    )
 
 
 # ---- cross-domain (docs/methods.md §6) --------------------------------------------------------
@@ -635,7 +731,7 @@ def main() -> None:
     parser.add_argument("--crossdomain-seeds", type=int, default=3)
     parser.add_argument("--tasks", default="digits,mnist1d")
     parser.add_argument(
-        "--tables", default="methods,crossdomain", help="methods, crossdomain, transfer"
+        "--tables", default="methods,crossdomain", help="methods, crossdomain, transfer, defaults"
     )
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -647,6 +743,10 @@ def main() -> None:
             for key in args.tasks.split(","):
                 task = makers[key]()
                 print(methods_table(task, methods_run(task, seeds, Path(tmp))) + "\n", flush=True)
+        if "defaults" in tables:
+            for key in args.tasks.split(","):
+                task = makers[key]()
+                print(defaults_table(task, defaults_run(task, seeds, Path(tmp))) + "\n", flush=True)
         if "transfer" in tables:
             transfer_makers = {"mnist1d": transfer_mnist1d_task, "digits": transfer_digits_task}
             for key in args.tasks.split(","):

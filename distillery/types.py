@@ -206,9 +206,20 @@ class TransferConfig(TypedDict):
     shift_pixels: int
 
 
+class TransferChoice(TypedDict):
+    """How the job's transfer set was decided: as given, by the service's default for the"""
+
+    chosen: Literal["given", "auto", "off"]
+    data_kind: Literal["image", "signal", "tabular"] | None
+    synthesize: list[str]
+    rows: int
+    reason: str
+
+
 class TransferSpecReport(TypedDict):
     transfer_dataset_ids: list[str]
     synthesize: TransferConfig | None
+    choice: TransferChoice | None
 
 
 class AssistantReport(TypedDict):
@@ -230,6 +241,20 @@ class CheckpointReport(TypedDict):
     validation_accuracy: float
     student_accuracy: float | None
     chosen: bool
+
+
+class ValidationScores(TypedDict):
+    """Accuracy on the job's validation rows: what the service decides on (never the test)."""
+
+    teacher: float | None
+    student: float | None
+    scratch: float | None
+
+
+class Recommendation(TypedDict):
+    ship: Literal["student", "scratch"]
+    reason: str
+    validation: ValidationScores
 
 
 class JobMetrics(TypedDict):
@@ -264,6 +289,8 @@ class JobMetrics(TypedDict):
     transfer_spec: TransferSpecReport
     assistants: list[AssistantReport] | None
     checkpoints: list[CheckpointReport] | None
+    recommendation: Recommendation | None
+    warnings: list[str]
 
 
 class JobProgress(TypedDict):
@@ -370,7 +397,7 @@ class Job(TypedDict):
     training: TrainingConfig
     split: SplitReport | None
     transfer_dataset_ids: list[str]
-    transfer: TransferConfig | None
+    transfer: TransferConfig | Literal["auto"] | None
     assistants: AssistantsConfig | None
     cross_domain: IdentityPhi | GaussianNoisePhi | DilatedConvPhi | OnnxPhi | VaePhi | None
     baseline: bool

@@ -142,16 +142,14 @@ def _verdict(metrics: JobMetrics) -> str:
     text = " ".join(parts) + "."
     scratch, gap = metrics.scratch_accuracy, metrics.gap_closed
     if scratch is not None:
-        text += f" The same student trained from scratch scores {_pct(scratch)}"
-        if student is not None and student < scratch:
-            text += (
-                "; here distillation did not pay: ship the scratch student, or give the "
-                "student more to learn from (transfer rows, more epochs)."
-            )
-        elif gap is not None:
-            text += f"; distillation closed {_pct(gap)} of the gap to the teacher."
-        else:
-            text += "."
+        text += f" The same student trained from scratch scores {_pct(scratch)} on the test rows"
+        text += f"; distillation closed {_pct(gap)} of the gap." if gap is not None else "."
+    advice = metrics.recommendation
+    if advice is not None:
+        shipped = "student.onnx" if advice.ship == "student" else "scratch.onnx"
+        text += f" Ship {shipped}: {advice.reason}."
+    for warning in metrics.warnings:
+        text += f" Warning: {warning}"
     return html.escape(text)
 
 
@@ -178,6 +176,8 @@ def _detail_tables(metrics: JobMetrics) -> list[str]:
     split = metrics.split
     parts = [("train", split.train), ("validation", split.validation), ("test", split.test)]
     cross = metrics.cross_domain.model_dump() if metrics.cross_domain else {}
+    how = metrics.transfer_spec.choice
+    choice = [[how.chosen, how.data_kind or "", how.rows, how.reason]] if how else []
     cross_rows = [
         [key, value if not isinstance(value, float) else _num(value)]
         for key, value in cross.items()
@@ -186,6 +186,7 @@ def _detail_tables(metrics: JobMetrics) -> list[str]:
     return [
         _table("Per-class accuracy", ["class", "teacher", "student"], per_class),
         _table("Data", ["part", "rows", "source"], [[n, p.rows, p.source] for n, p in parts]),
+        _table("Transfer set", ["chosen", "data kind", "synthesized rows", "why"], choice),
         _table(
             "Transfer rows", ["source", "rows"], [list(i) for i in metrics.transfer.sources.items()]
         ),

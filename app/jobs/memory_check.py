@@ -20,7 +20,7 @@ from app.jobs.memory import (
     vae_estimate,
     vae_parameters,
 )
-from app.jobs.spec import JobSpec, VaePhi
+from app.jobs.spec import JobSpec, TransferConfig, VaePhi
 from app.models import Dataset, Teacher
 from app.settings import Settings
 
@@ -33,12 +33,15 @@ def _rows_of(session: Session, dataset_id: str | None) -> int:
     return dataset.rows if dataset is not None else 0
 
 
-def _rows(session: Session, spec: JobSpec, features: int, classes: int) -> Rows:
-    """The job's rows, from the datasets it names (validation found them all already)."""
+def _rows(session: Session, spec: JobSpec, features: int, classes: int, auto_max_rows: int) -> Rows:
+    """The job's rows, from the datasets it names (validation found them all already); a
+    default transfer set counts as its most rows."""
     train = _rows_of(session, spec.train_dataset_id)
     transfer = sum(_rows_of(session, i) for i in spec.transfer_dataset_ids)
-    if spec.transfer is not None:
+    if isinstance(spec.transfer, TransferConfig):
         transfer += spec.transfer.size * len(spec.transfer.methods)
+    elif spec.transfer == "auto" and not spec.transfer_dataset_ids:
+        transfer += auto_max_rows
     held_out = _rows_of(session, spec.validation_dataset_id)
     held_out += _rows_of(session, spec.test_dataset_id)
     return Rows(train + transfer + held_out, train + transfer, features, classes)
@@ -99,8 +102,10 @@ def _memory_field(spec: JobSpec, estimate: Estimate, model_field: str) -> str:
         return "training.batch_size"
     if estimate.largest == "model":
         return model_field
-    if spec.transfer is not None:
+    if isinstance(spec.transfer, TransferConfig):
         return "transfer.size"
+    if spec.transfer == "auto" and not spec.transfer_dataset_ids:
+        return "transfer"
     return "transfer_dataset_ids" if spec.transfer_dataset_ids else "train_dataset_id"
 
 
@@ -122,7 +127,9 @@ def check_job_memory(
                 field=field,
                 code="student_too_large",
             )
-    rows = _rows(session, spec, math.prod(shape), teacher.num_classes)
+    rows = _rows(
+        session, spec, math.prod(shape), teacher.num_classes, settings.auto_transfer_max_rows
+    )
     estimate = training_estimate(
         rows,
         [(layout, count) for layout, count, _ in steps],

@@ -5,7 +5,7 @@ report renders them, and the Python client's types are generated from them
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -146,9 +146,21 @@ class CacheCounts(_Report):
     misses: int
 
 
+class TransferChoice(_Report):
+    """How the job's transfer set was decided: as given, by the service's default for the
+    data's kind ("transfer": "auto"), or off ("transfer": null)."""
+
+    chosen: Literal["given", "auto", "off"]
+    data_kind: Literal["image", "signal", "tabular"] | None = None
+    synthesize: list[str] = []
+    rows: int = Field(default=0, description="Synthesized rows, over all methods.")
+    reason: str
+
+
 class TransferSpecReport(_Report):
     transfer_dataset_ids: list[str]
-    synthesize: TransferConfig | None
+    synthesize: TransferConfig | None = Field(description="What was synthesized, as settings.")
+    choice: TransferChoice | None = None
 
 
 class CrossDomainReport(BaseModel):
@@ -160,6 +172,22 @@ class CrossDomainReport(BaseModel):
     phi: str
     target_input_shape: list[int]
     teacher_input_shape: list[int]
+
+
+class ValidationScores(_Report):
+    """Accuracy on the job's validation rows: what the service decides on (never the test)."""
+
+    teacher: float | None
+    student: float | None
+    scratch: float | None
+
+
+class Recommendation(_Report):
+    ship: Literal["student", "scratch"] = Field(
+        description="Which ONNX to ship: student.onnx (distilled) or scratch.onnx."
+    )
+    reason: str
+    validation: ValidationScores
 
 
 class JobMetrics(_Report):
@@ -194,6 +222,14 @@ class JobMetrics(_Report):
     transfer_spec: TransferSpecReport
     assistants: list[AssistantReport] | None = None
     checkpoints: list[CheckpointReport] | None = None
+    recommendation: Recommendation | None = Field(
+        default=None, description="Null when no scratch baseline was trained."
+    )
+    warnings: list[str] = Field(
+        default=[],
+        description="What the user should know: a teacher or a student that "
+        "does worse than scratch on the validation rows.",
+    )
 
 
 class JobProgress(_Report):

@@ -55,7 +55,7 @@ class JobPublic(BaseModel):
     training: TrainingConfig
     split: SplitReport | None
     transfer_dataset_ids: list[str]
-    transfer: TransferConfig | None
+    transfer: TransferConfig | Literal["auto"] | None
     assistants: AssistantsConfig | None
     cross_domain: CrossDomainConfig | None = None
     baseline: bool

@@ -284,7 +284,14 @@ class JobOptions(_Strict):
         description="Unlabeled datasets whose rows the distillation term learns from, beside "
         "the training rows (labels in them are ignored).",
     )
-    transfer: TransferConfig | None = None
+    transfer: TransferConfig | Literal["auto"] | None = Field(
+        default="auto",
+        description="Inputs the teacher labels beyond the training rows. 'auto' (the default): "
+        "when no transfer_dataset_ids are given, synthesize a set suited to the data's kind "
+        "(images and 1-D signals: shift and mixup; tabular rows: mixup and noise), 20 rows "
+        "per labeled row, at least 10,000 and at most DISTILLERY_AUTO_TRANSFER_MAX_ROWS. "
+        "null: none. The job's metrics say what was chosen and why.",
+    )
     assistants: AssistantsConfig | None = None
     cross_domain: CrossDomainConfig | None = Field(
         default=None,

@@ -19,6 +19,7 @@ from app.jobs.spec import (
     IdentityPhi,
     JobSpec,
     OnnxPhi,
+    TransferConfig,
     VaePhi,
 )
 from app.jobs.state import ACTIVE
@@ -285,7 +286,7 @@ def _transfer(
         field = f"transfer_dataset_ids.{i}"
         found = dataset(session, field, dataset_id, tenant)
         _matches_teacher(field, found, teacher, labels_matter=False)
-    if spec.transfer is None:
+    if not isinstance(spec.transfer, TransferConfig):
         return
     if "vae" in spec.transfer.methods and not isinstance(spec.cross_domain, VaePhi):
         raise InvalidInput(

@@ -181,3 +181,40 @@ def test_bad_cross_domain_requests_name_the_field(
         "transfer": {"synthesize": ["mixup", "vae"]},
     }
     _problem(post("/v1/jobs", json=plain), "transfer.synthesize")
+
+
+class Unchanged(torch.nn.Module):
+    """A mapping that does not undo the domain change: the teacher reads transposed,
+    inverted digits."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 1.0
+
+
+def test_a_mapping_that_ruins_the_teachers_inputs_is_named(
+    production_service: Service,
+    ids: dict[str, str],
+    digits: Digits,
+    tmp_path: Path,
+) -> None:
+    """The teacher through phi does worse than scratch on the validation rows: the job says
+    so (a warning in metrics, the events and the report), and when the distilled student
+    trails scratch too, it recommends scratch.onnx."""
+    service = production_service
+    path = tmp_path / "unchanged.onnx"
+    save_onnx(Unchanged(), torch.zeros(2, 64), path)
+    mapping = service.upload_teacher(path).json()["id"]
+    body = _body(ids, {"phi": "onnx", "mapping_id": mapping}, transfer=None)
+    job = _succeeds(service, body)
+    metrics = job["metrics"]
+    validation = metrics["recommendation"]["validation"]
+    assert validation["teacher"] < validation["scratch"], validation
+    assert any("mislead the student" in w for w in metrics["warnings"]), metrics["warnings"]
+    events = service.client.get(f"/v1/jobs/{job['id']}/events", params={"limit": 100}).json()
+    warned = [e for e in events["data"] if (e["data"] or {}).get("warning")]
+    assert [e["data"]["warning"] for e in warned] == metrics["warnings"]
+    report = service.client.get(f"/v1/jobs/{job['id']}/artifacts/report.html").text
+    assert "Warning: the teacher, as this job feeds it" in report
+    if validation["student"] < validation["scratch"]:
+        assert metrics["recommendation"]["ship"] == "scratch"
+        assert "Ship scratch.onnx" in report

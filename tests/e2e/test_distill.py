@@ -93,7 +93,13 @@ def test_distill_end_to_end(
 
     listing = api.get(f"/v1/jobs/{job['id']}/artifacts").json()
     names = {a["name"] for a in listing["data"]}
-    assert names == {"student.onnx", "student.safetensors", "metrics.json", "report.html"}
+    assert names == {
+        "student.onnx",
+        "student.safetensors",
+        "scratch.onnx",
+        "metrics.json",
+        "report.html",
+    }
     assert all(a["created_at"].endswith(("Z", "+00:00")) for a in listing["data"])
 
     metrics = api.get(f"/v1/jobs/{job['id']}/artifacts/metrics.json").json()
@@ -136,6 +142,23 @@ def test_distill_end_to_end(
     assert len(metrics["history_scratch"]) == 25
     assert all(h["soft_loss"] == 0 for h in metrics["history_scratch"])
     assert 0.5 < metrics["scratch_accuracy"] <= 1.0
+    # The baseline is downloadable too, and it is the model the scratch figures come from.
+    scratch_file = tmp_path / "scratch.onnx"
+    scratch_file.write_bytes(api.get(f"/v1/jobs/{job['id']}/artifacts/scratch.onnx").content)
+    scratch_accuracy, _ = _onnx_accuracy(scratch_file, digits.x_test, digits.y_test)
+    assert abs(scratch_accuracy - metrics["scratch_accuracy"]) < 1e-9
+    # Which to ship is decided on the validation rows, from the last epoch of each curve.
+    advice = metrics["recommendation"]
+    validation = advice["validation"]
+    assert validation["student"] == history[-1]["validation_accuracy"]
+    assert validation["scratch"] == metrics["history_scratch"][-1]["validation_accuracy"]
+    assert 0 < validation["teacher"] <= 1
+    assert advice["ship"] == (
+        "scratch" if validation["student"] < validation["scratch"] else "student"
+    )
+    assert (
+        "Ship scratch.onnx" if advice["ship"] == "scratch" else "Ship student.onnx"
+    ) in report.text
     expected_gap = (metrics["student_accuracy"] - metrics["scratch_accuracy"]) / (
         metrics["teacher_accuracy"] - metrics["scratch_accuracy"]
     )

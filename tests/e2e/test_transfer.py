@@ -44,13 +44,44 @@ def _run(service: Service, body: dict[str, Any]) -> dict[str, Any]:
     return job
 
 
+def test_a_job_that_names_no_transfer_set_gets_one_for_its_data_kind(
+    production_service: Service, few_labels: dict[str, str]
+) -> None:
+    """The default ("transfer": "auto"): image rows get shift and mixup rows the teacher
+    labels, the job says what it chose and why, and the student beats the one the same job
+    trains without them ("transfer": null)."""
+    service = production_service
+    base = {k: few_labels[k] for k in ("teacher_id", "train_dataset_id", "test_dataset_id")}
+    base["student"] = {"hidden_sizes": [32]}
+    default = _run(service, base)
+    assert default["transfer"] == "auto"
+    metrics = default["metrics"]
+    choice = metrics["transfer_spec"]["choice"]
+    assert choice["chosen"] == "auto" and choice["data_kind"] == "image"
+    assert choice["synthesize"] == ["shift", "mixup"] and "image rows" in choice["reason"]
+    # At most DISTILLERY_AUTO_TRANSFER_MAX_ROWS (3,000 on the test stacks), split evenly.
+    assert metrics["transfer"]["sources"] == {"shift": 1500, "mixup": 1500}
+    assert choice["rows"] == 3000
+    assert metrics["transfer_spec"]["synthesize"]["synthesize"] == ["shift", "mixup"]
+    report = service.client.get(f"/v1/jobs/{default['id']}/artifacts/report.html").text
+    assert "Transfer set" in report and "image rows: shift and mixup" in report
+
+    off = _run(service, {**base, "transfer": None})
+    assert off["metrics"]["transfer"]["transfer_rows"] == 0
+    gain = metrics["student_accuracy"] - off["metrics"]["student_accuracy"]
+    assert gain > 0, (metrics["student_accuracy"], off["metrics"]["student_accuracy"])
+
+
 def test_transfer_rows_improve_the_student(
     production_service: Service, few_labels: dict[str, str]
 ) -> None:
     service = production_service
     base = {k: few_labels[k] for k in ("teacher_id", "train_dataset_id", "test_dataset_id")}
     base["student"] = {"hidden_sizes": [32]}
-    plain = _run(service, base)
+    plain = _run(service, {**base, "transfer": None})
+    assert plain["transfer"] is None
+    assert plain["metrics"]["transfer_spec"]["choice"]["chosen"] == "off"
+    assert plain["metrics"]["transfer"]["sources"] == {}
     body = {
         **base,
         "transfer_dataset_ids": [few_labels["rest"]],
@@ -67,6 +98,7 @@ def test_transfer_rows_improve_the_student(
         "shift": 4000,
     }
     assert metrics["transfer"]["transfer_rows"] == 1300 - LABELED + 8000
+    assert metrics["transfer_spec"]["choice"]["chosen"] == "given"
     last = metrics["history"][-1]
     assert last["soft_loss_transfer"] is not None and last["soft_loss_labeled"] is not None
     assert plain["metrics"]["history"][-1]["soft_loss_transfer"] is None

@@ -137,6 +137,9 @@ def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
             "DISTILLERY_DATA_DIR": str(data_dir),
             "DISTILLERY_LOG_LEVEL": "INFO",
             "DISTILLERY_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024),
+            # The suite's jobs are small: a default transfer set of at most 3,000 rows keeps
+            # them fast (the default size rule has its own tests, tests/worker).
+            "DISTILLERY_AUTO_TRANSFER_MAX_ROWS": "3000",
             "OMP_NUM_THREADS": "2",
             "PYTHONUNBUFFERED": "1",
         }

@@ -35,6 +35,19 @@ class DistillOutcome:
     baseline: str  # "trained", "off", or "skipped: <why>"
     hint: HintReport | None = None
     scratch_history: list[EpochRecord] = field(default_factory=list)
+    # The scratch baseline itself (exported beside the student), when it was trained.
+    scratch_student: nn.Module | None = None
+    # The teacher (as the job sees it: through phi, or the ensemble) on the validation rows.
+    teacher_validation_accuracy: float | None = None
+
+    @property
+    def validation_accuracy(self) -> float | None:
+        """The trained student's, after its last epoch."""
+        return self.history[-1].validation_accuracy if self.history else None
+
+    @property
+    def scratch_validation_accuracy(self) -> float | None:
+        return self.scratch_history[-1].validation_accuracy if self.scratch_history else None
 
 
 @dataclass(frozen=True)

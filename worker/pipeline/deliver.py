@@ -27,6 +27,7 @@ from worker.pipeline.evaluate import Scores
 from worker.pipeline.export import Exported
 from worker.pipeline.inputs import JobInputs
 from worker.pipeline.plan import TrainingPlan
+from worker.pipeline.verdict import recommend
 from worker.report import render_report
 
 REPORT_TYPES = {"metrics.json": "application/json", "report.html": "text/html"}
@@ -45,6 +46,7 @@ def job_metrics(
     exported: Exported,
 ) -> JobMetrics:
     outcome, spec = result.outcome, run.spec
+    recommendation, warnings = recommend(outcome)
     assistants = scores.assistants
     for report in assistants or []:
         onnx = exported.assistants[report.step]
@@ -79,10 +81,14 @@ def job_metrics(
         training=spec.training,
         cross_domain=scores.cross_domain,
         transfer_spec=TransferSpecReport(
-            transfer_dataset_ids=spec.transfer_dataset_ids, synthesize=spec.transfer
+            transfer_dataset_ids=spec.transfer_dataset_ids,
+            synthesize=plan.transfer.config,
+            choice=plan.transfer.choice,
         ),
         assistants=assistants,
         checkpoints=scores.checkpoints,
+        recommendation=recommendation,
+        warnings=warnings,
     )
 
 
@@ -90,6 +96,8 @@ def deliver(run: JobRun, metrics: JobMetrics, exported: Exported, epochs: int) -
     (run.workdir / "metrics.json").write_text(metrics.model_dump_json(indent=2))
     (run.workdir / "report.html").write_text(render_report(run.job_id, metrics))
     run.stage("storing")
+    for warning in metrics.warnings:
+        run.event("message", f"warning: {warning}", {"warning": warning})
     files = {**exported.files, **REPORT_TYPES}
     document = metrics.model_dump(mode="json")
 

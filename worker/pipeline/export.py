@@ -1,5 +1,6 @@
-"""Stage `export`: the student (and each assistant) as ONNX, checked in onnxruntime against
-PyTorch, and as safetensors; then the latency of student and teacher on this worker."""
+"""Stage `export`: the student (and the scratch baseline, and each assistant) as ONNX,
+checked in onnxruntime against PyTorch, and as safetensors; then the latency of student and
+teacher on this worker."""
 
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ def export(run: JobRun, plan: TrainingPlan, result: MethodResult) -> Exported:
     student = export_onnx(result.outcome.student, shape, run.workdir / "student.onnx", sample)
     save_safetensors(result.outcome.student, run.workdir / "student.safetensors")
     files = {"student.onnx": ONNX_MEDIA_TYPE, "student.safetensors": ONNX_MEDIA_TYPE}
+    scratch = result.outcome.scratch_student
+    if scratch is not None:  # the baseline, so a user can ship it when it does better
+        export_onnx(scratch, shape, run.workdir / "scratch.onnx", sample)
+        files["scratch.onnx"] = ONNX_MEDIA_TYPE
     assistants: dict[int, OnnxExport] = {}
     for step in result.assistants:
         name = f"assistant_{step.number}.onnx"

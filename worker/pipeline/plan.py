@@ -32,6 +32,7 @@ from worker.engine import (
     synthesize,
 )
 from worker.pipeline.context import JobRun
+from worker.pipeline.defaults import ChosenTransfer, choose_transfer
 from worker.pipeline.errors import JobInputError
 from worker.pipeline.inputs import JobInputs
 from worker.pipeline.teacher import JobTeachers
@@ -97,6 +98,7 @@ class TrainingPlan:
     method: str  # a name in worker.engine.METHODS
     config: DistillConfig
     splits: Splits  # with the transfer rows
+    transfer: ChosenTransfer
     sized: SizedStudent | None = None
     assistants: tuple[StudentSpec, ...] = ()
 
@@ -140,17 +142,16 @@ def assistant_plan(
 
 
 def transfer_rows(
-    run: JobRun, inputs: JobInputs, mapping: Mapping | None
+    run: JobRun, inputs: JobInputs, mapping: Mapping | None, chosen: ChosenTransfer
 ) -> tuple[TransferRows, ...]:
     """Rows from transfer datasets, then rows synthesized from the training split only
     ('vae' rows are decoded by the job's cross-domain VAE mapping)."""
-    transfer = run.spec.transfer
-    if not inputs.files.transfer and transfer is None:
+    if not inputs.files.transfer and chosen.config is None:
         return ()
     run.stage("transfer_set")
     parts = [TransferRows(source=i, x=load_arrays(path)[0]) for i, path in inputs.files.transfer]
     generator = mapping if isinstance(mapping, VaeMapping) else None
-    for synthesis in synthesis_specs(transfer) if transfer is not None else []:
+    for synthesis in synthesis_specs(chosen.config) if chosen.config is not None else []:
         if synthesis.method == "vae" and generator is None:
             raise JobInputError("'vae' synthesis needs cross_domain.phi = 'vae'", "vae_required")
         rows = synthesize(inputs.splits.train.x, synthesis, generator)
@@ -167,11 +168,13 @@ def method_name(spec: JobSpec) -> str:
 def plan(run: JobRun, inputs: JobInputs, found: JobTeachers) -> TrainingPlan:
     spec, teacher = run.spec, found.teacher
     student, sized = student_plan(spec, teacher)
-    splits = replace(inputs.splits, transfer=transfer_rows(run, inputs, found.mapping))
+    chosen = choose_transfer(spec, inputs.splits.train.x, run.settings.auto_transfer_max_rows)
+    splits = replace(inputs.splits, transfer=transfer_rows(run, inputs, found.mapping, chosen))
     return TrainingPlan(
         method=method_name(spec),
         config=engine_config(spec, student),
         splits=splits,
+        transfer=chosen,
         sized=sized,
         assistants=assistant_plan(spec.assistants, student, teacher) if spec.assistants else (),
     )

@@ -13,7 +13,7 @@ from torch import nn
 
 from worker.engine.config import DistillConfig
 from worker.engine.data import Splits
-from worker.engine.evaluation import TestLogits
+from worker.engine.evaluation import TestLogits, accuracy
 from worker.engine.finite import finite_teacher_outputs
 from worker.engine.hints import HintReport, hint_stage
 from worker.engine.logit_cache import LogitCache, teacher_logits
@@ -147,6 +147,7 @@ class _Scratch:
     history: list[EpochRecord]
     test: np.ndarray | None
     note: str
+    module: nn.Module | None = None
 
 
 def _scratch(
@@ -170,7 +171,8 @@ def _scratch(
     history = fit(
         scratch, rows.labeled(labels), config, 1.0, validation, inputs.callbacks.on_baseline_epoch
     )
-    return _Scratch(history, predict_logits(scratch, splits.test.x), "trained")
+    test = predict_logits(scratch, splits.test.x)
+    return _Scratch(history, test, "trained", scratch.cpu().eval())
 
 
 def distill(inputs: MethodInputs, device: str | None = None) -> DistillOutcome:
@@ -226,6 +228,8 @@ def distill(inputs: MethodInputs, device: str | None = None) -> DistillOutcome:
         baseline=scratch.note,
         hint=hint,
         scratch_history=scratch.history,
+        scratch_student=scratch.module,
+        teacher_validation_accuracy=accuracy(targets.validation, splits.validation.y),
     )
 
 
