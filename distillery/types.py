@@ -257,6 +257,31 @@ class Recommendation(TypedDict):
     validation: ValidationScores
 
 
+class Int8Latency(TypedDict):
+    int8: float
+    fp32: float
+    speedup: float | None
+
+
+class Int8Report(TypedDict):
+    """student.int8.onnx beside the fp32 student.onnx: built, measured, and which to ship."""
+
+    status: Literal["built", "off", "failed"]
+    mode: Literal["dynamic", "static"] | None
+    error: str | None
+    bytes: int | None
+    fp32_bytes: int | None
+    accuracy: float | None
+    fp32_accuracy: float | None
+    validation_accuracy: float | None
+    fp32_validation_accuracy: float | None
+    agreement_with_fp32: float | None
+    agreement_with_teacher: float | None
+    latency_ms: dict[str, Int8Latency]
+    ship: Literal["int8", "fp32"] | None
+    reason: str
+
+
 class JobMetrics(TypedDict):
     teacher_accuracy: float | None
     student_accuracy: float | None
@@ -290,6 +315,7 @@ class JobMetrics(TypedDict):
     assistants: list[AssistantReport] | None
     checkpoints: list[CheckpointReport] | None
     recommendation: Recommendation | None
+    int8: Int8Report | None
     warnings: list[str]
 
 
@@ -400,6 +426,7 @@ class Job(TypedDict):
     transfer: TransferConfig | Literal["auto"] | None
     assistants: AssistantsConfig | None
     cross_domain: IdentityPhi | GaussianNoisePhi | DilatedConvPhi | OnnxPhi | VaePhi | None
+    quantize: bool
     baseline: bool
 
 

@@ -163,6 +163,36 @@ def _table(title: str, header: list[str], rows: list[list[Any]]) -> str:
     return f"<h2>{html.escape(title)}</h2><table><tr>{head}</tr>{body}</table>"
 
 
+def _int8_table(metrics: JobMetrics) -> str:
+    int8 = metrics.int8
+    if int8 is None or int8.status == "off":
+        return ""
+    if int8.status == "failed":
+        return _table("int8 student", ["status", "error"], [["failed", int8.error or ""]])
+    b1, b64 = int8.latency_ms.get("batch_1"), int8.latency_ms.get("batch_64")
+    rows: list[list[Any]] = [
+        [
+            "fp32 (student.onnx)",
+            _pct(int8.fp32_accuracy),
+            _pct(int8.fp32_validation_accuracy),
+            int8.fp32_bytes,
+            _num(b1.fp32) if b1 else "",
+            _num(b64.fp32) if b64 else "",
+        ],
+        [
+            f"int8, {int8.mode} (student.int8.onnx)",
+            _pct(int8.accuracy),
+            _pct(int8.validation_accuracy),
+            int8.bytes,
+            _num(b1.int8) if b1 else "",
+            _num(b64.int8) if b64 else "",
+        ],
+        [f"ship {int8.ship}", int8.reason, "", "", "", ""],
+    ]
+    header = ["", "test accuracy", "validation accuracy", "bytes", "ms, batch 1", "ms, batch 64"]
+    return _table("int8 student", header, rows)
+
+
 def _detail_tables(metrics: JobMetrics) -> list[str]:
     student, teacher = metrics.evaluation.student, metrics.evaluation.teacher
     per_class = (
@@ -186,6 +216,7 @@ def _detail_tables(metrics: JobMetrics) -> list[str]:
     return [
         _table("Per-class accuracy", ["class", "teacher", "student"], per_class),
         _table("Data", ["part", "rows", "source"], [[n, p.rows, p.source] for n, p in parts]),
+        _int8_table(metrics),
         _table("Transfer set", ["chosen", "data kind", "synthesized rows", "why"], choice),
         _table(
             "Transfer rows", ["source", "rows"], [list(i) for i in metrics.transfer.sources.items()]

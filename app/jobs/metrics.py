@@ -174,6 +174,41 @@ class CrossDomainReport(BaseModel):
     teacher_input_shape: list[int]
 
 
+class Int8Latency(_Report):
+    int8: float
+    fp32: float
+    speedup: float | None
+
+
+class Int8Report(_Report):
+    """student.int8.onnx beside the fp32 student.onnx: built, measured, and which to ship."""
+
+    status: Literal["built", "off", "failed"]
+    mode: Literal["dynamic", "static"] | None = Field(
+        default=None, description="dynamic: linear students; static (calibrated): cnn."
+    )
+    error: str | None = None
+    bytes: int | None = None
+    fp32_bytes: int | None = None
+    accuracy: float | None = Field(default=None, description="On the test rows.")
+    fp32_accuracy: float | None = None
+    validation_accuracy: float | None = None
+    fp32_validation_accuracy: float | None = None
+    agreement_with_fp32: float | None = Field(
+        default=None, description="Share of test rows where int8 and fp32 predict alike."
+    )
+    agreement_with_teacher: float | None = None
+    latency_ms: dict[str, Int8Latency] = Field(
+        default={}, description="Median ms on this worker, by batch (batch_1, batch_64)."
+    )
+    ship: Literal["int8", "fp32"] | None = Field(
+        default=None,
+        description="int8 when it is faster at batch 1 and 64 and within 0.5 points of the "
+        "fp32 student's validation accuracy; fp32 otherwise.",
+    )
+    reason: str = ""
+
+
 class ValidationScores(_Report):
     """Accuracy on the job's validation rows: what the service decides on (never the test)."""
 
@@ -225,6 +260,7 @@ class JobMetrics(_Report):
     recommendation: Recommendation | None = Field(
         default=None, description="Null when no scratch baseline was trained."
     )
+    int8: Int8Report | None = None
     warnings: list[str] = Field(
         default=[],
         description="What the user should know: a teacher or a student that "

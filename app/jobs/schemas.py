@@ -58,6 +58,7 @@ class JobPublic(BaseModel):
     transfer: TransferConfig | Literal["auto"] | None
     assistants: AssistantsConfig | None
     cross_domain: CrossDomainConfig | None = None
+    quantize: bool = True
     baseline: bool
 
 

@@ -74,4 +74,5 @@ def job_public(job: Job) -> dict[str, Any]:
         "baseline": spec.baseline,
         "assistants": spec.assistants,
         "cross_domain": spec.cross_domain,
+        "quantize": spec.quantize,
     }

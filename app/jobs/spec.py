@@ -298,6 +298,13 @@ class JobOptions(_Strict):
         description="Distill across domains: a mapping phi from the job's (target-domain) "
         "inputs to the teacher's (source-domain) inputs.",
     )
+    quantize: bool = Field(
+        default=True,
+        description="Also build student.int8.onnx with onnxruntime's quantization (dynamic "
+        "for mlp students, static with calibration on training rows for cnn), measure it "
+        "beside the fp32 student and say which to ship. A quantization that fails is "
+        "reported and does not fail the job.",
+    )
     baseline: bool = Field(
         default=True,
         description="Also train the same student from scratch (labeled rows, same budget and "

@@ -97,6 +97,7 @@ def test_distill_end_to_end(
         "student.onnx",
         "student.safetensors",
         "scratch.onnx",
+        "student.int8.onnx",
         "metrics.json",
         "report.html",
     }
@@ -147,6 +148,19 @@ def test_distill_end_to_end(
     scratch_file.write_bytes(api.get(f"/v1/jobs/{job['id']}/artifacts/scratch.onnx").content)
     scratch_accuracy, _ = _onnx_accuracy(scratch_file, digits.x_test, digits.y_test)
     assert abs(scratch_accuracy - metrics["scratch_accuracy"]) < 1e-9
+    # The int8 student (dynamic for an mlp) is measured beside the fp32 one.
+    int8 = metrics["int8"]
+    assert int8["status"] == "built" and int8["mode"] == "dynamic", int8
+    int8_file = tmp_path / "student.int8.onnx"
+    int8_file.write_bytes(api.get(f"/v1/jobs/{job['id']}/artifacts/student.int8.onnx").content)
+    assert int8_file.stat().st_size == int8["bytes"] < int8["fp32_bytes"] == metrics["onnx_bytes"]
+    int8_accuracy, _ = _onnx_accuracy(int8_file, digits.x_test, digits.y_test)
+    assert abs(int8_accuracy - int8["accuracy"]) < 1e-9
+    assert int8["fp32_accuracy"] == metrics["student_accuracy"]
+    assert int8["agreement_with_fp32"] > 0.9
+    assert set(int8["latency_ms"]) == {"batch_1", "batch_64"}
+    assert int8["ship"] in ("int8", "fp32") and int8["reason"]
+    assert "int8 student" in report.text
     # Which to ship is decided on the validation rows, from the last epoch of each curve.
     advice = metrics["recommendation"]
     validation = advice["validation"]
@@ -258,3 +272,35 @@ def test_probability_teacher_from_scikit_learn(
     sk_accuracy = float((model.predict(flat_test) == digits.y_test).mean())
     assert abs(job["metrics"]["teacher_accuracy"] - sk_accuracy) < 1e-6
     assert job["metrics"]["student_accuracy"] > 0.85
+
+
+def test_int8_students_static_for_a_cnn_and_off_when_asked(
+    production_service: Service, digits_teacher: TeacherFiles, digits_files: dict[str, Path]
+) -> None:
+    service = production_service
+    teacher = service.upload_teacher(digits_teacher.onnx).json()
+    train = service.upload_dataset(digits_files["train"]).json()
+    body = {"teacher_id": teacher["id"], "train_dataset_id": train["id"], "transfer": None}
+    r = service.client.post(
+        "/v1/jobs",
+        json={
+            **body,
+            "student": {"architecture": "cnn", "channels": [8, 8]},
+            "training": {"epochs": 2},
+        },
+    )
+    assert r.status_code == 201, r.text
+    cnn = service.wait(r.json()["id"])
+    assert cnn["status"] == "succeeded", f"{cnn}\n{service.tail()}"
+    int8 = cnn["metrics"]["int8"]
+    assert int8["status"] == "built" and int8["mode"] == "static", int8  # calibrated
+    assert int8["agreement_with_fp32"] > 0.8 and int8["bytes"] > 0
+
+    r = service.client.post("/v1/jobs", json={**body, "quantize": False, "training": {"epochs": 1}})
+    off = service.wait(r.json()["id"])
+    assert off["status"] == "succeeded" and off["quantize"] is False
+    assert off["metrics"]["int8"]["status"] == "off"
+    names = {
+        a["name"] for a in service.client.get(f"/v1/jobs/{off['id']}/artifacts").json()["data"]
+    }
+    assert "student.int8.onnx" not in names and "student.onnx" in names

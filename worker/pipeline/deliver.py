@@ -88,6 +88,7 @@ def job_metrics(
         assistants=assistants,
         checkpoints=scores.checkpoints,
         recommendation=recommendation,
+        int8=exported.int8,
         warnings=warnings,
     )
 

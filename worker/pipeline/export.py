@@ -7,10 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.jobs.metrics import BatchLatency, Latency
+from app.jobs.metrics import BatchLatency, Int8Report, Latency
 from worker.engine import MethodResult, OnnxExport, Teacher, export_onnx, save_safetensors
 from worker.engine.evaluation import onnx_latency_ms, teacher_latency_ms
 from worker.pipeline.context import JobRun
+from worker.pipeline.int8 import INT8_NAME, quantize_student
 from worker.pipeline.plan import TrainingPlan
 
 LATENCY_REPEATS = 30
@@ -21,6 +22,7 @@ ONNX_MEDIA_TYPE = "application/octet-stream"
 class Exported:
     student: OnnxExport
     latency: Latency
+    int8: Int8Report
     # Every file to deliver, by artifact name, with its media type.
     files: dict[str, str] = field(default_factory=dict)
     assistants: dict[int, OnnxExport] = field(default_factory=dict)
@@ -67,4 +69,7 @@ def export(run: JobRun, plan: TrainingPlan, result: MethodResult) -> Exported:
         files[name] = ONNX_MEDIA_TYPE
     run.stage("measuring")
     latency = measure_latency(student.path, result.teacher)
-    return Exported(student=student, latency=latency, files=files, assistants=assistants)
+    int8 = quantize_student(run, plan, student, latency, result.outcome.test.teacher)
+    if int8.status == "built":
+        files[INT8_NAME] = ONNX_MEDIA_TYPE
+    return Exported(student, latency, int8, files, assistants)
