@@ -282,6 +282,33 @@ class Int8Report(TypedDict):
     reason: str
 
 
+class CandidateReport(TypedDict):
+    """One candidate of a search: its settings and its scores on the validation rows."""
+
+    number: int
+    kind: Literal["student", "scratch"]
+    temperature: float | None
+    alpha: float | None
+    transfer: list[str]
+    hidden_sizes: list[int]
+    channels: list[int]
+    learning_rate: float
+    weight_decay: float
+    validation_accuracy: float | None
+    agreement: float | None
+    parameters: int
+    seconds: float
+    error: str | None
+    chosen: bool
+
+
+class SearchReport(TypedDict):
+    budget: int
+    candidates: list[CandidateReport]
+    chosen_student: int
+    chosen_scratch: int | None
+
+
 class JobMetrics(TypedDict):
     teacher_accuracy: float | None
     student_accuracy: float | None
@@ -316,6 +343,7 @@ class JobMetrics(TypedDict):
     checkpoints: list[CheckpointReport] | None
     recommendation: Recommendation | None
     int8: Int8Report | None
+    search: SearchReport | None
     warnings: list[str]
 
 
@@ -396,6 +424,12 @@ class VaePhi(TypedDict):
     seed: int
 
 
+class SearchConfig(TypedDict):
+    """Train up to `budget` candidate students (temperature, alpha, transfer synthesis and,"""
+
+    budget: int
+
+
 class Job(TypedDict):
     id: str
     object: Literal["job"]
@@ -426,6 +460,7 @@ class Job(TypedDict):
     transfer: TransferConfig | Literal["auto"] | None
     assistants: AssistantsConfig | None
     cross_domain: IdentityPhi | GaussianNoisePhi | DilatedConvPhi | OnnxPhi | VaePhi | None
+    search: SearchConfig | Literal["auto"] | None
     quantize: bool
     baseline: bool
 

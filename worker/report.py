@@ -9,7 +9,7 @@ from typing import Any
 
 import matplotlib
 
-from app.jobs.metrics import ClassificationReport, JobMetrics
+from app.jobs.metrics import ClassificationReport, JobMetrics, SearchReport
 
 matplotlib.use("Agg")  # no display on a worker
 import matplotlib.pyplot as plt  # noqa: E402
@@ -235,6 +235,69 @@ def _detail_tables(metrics: JobMetrics) -> list[str]:
     ]
 
 
+def search_plot(search: SearchReport) -> str:
+    """Validation accuracy against parameters, students and scratch, the chosen ones ringed."""
+    figure, ax = plt.subplots(figsize=(5.5, 3.6))
+    for kind, color in (("student", "tab:blue"), ("scratch", "tab:gray")):
+        shown = [
+            (c.parameters, c.validation_accuracy, c.chosen)
+            for c in search.candidates
+            if c.kind == kind and c.validation_accuracy is not None
+        ]
+        ax.scatter([p for p, _, _ in shown], [a for _, a, _ in shown], color=color, label=kind)
+        ax.scatter(
+            [p for p, _, chosen in shown if chosen],
+            [a for _, a, chosen in shown if chosen],
+            s=160,
+            facecolors="none",
+            edgecolors="black",
+        )
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("validation accuracy")
+    ax.legend()
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _search_section(metrics: JobMetrics) -> str:
+    search = metrics.search
+    if search is None:
+        return ""
+    rows = [
+        [
+            f"{c.kind} {c.number}" + (" (chosen)" if c.chosen else ""),
+            _num(c.temperature) if c.temperature is not None else "",
+            _num(c.alpha) if c.alpha is not None else "",
+            ", ".join(c.transfer),
+            "-".join(map(str, c.hidden_sizes if c.hidden_sizes else c.channels)),
+            _num(c.learning_rate, 4),
+            _pct(c.validation_accuracy),
+            _pct(c.agreement),
+            c.parameters,
+            _num(c.seconds, 1),
+            c.error or "",
+        ]
+        for c in search.candidates
+    ]
+    header = [
+        "candidate",
+        "T",
+        "alpha",
+        "transfer",
+        "layers",
+        "lr",
+        "validation accuracy",
+        "agreement",
+        "parameters",
+        "seconds",
+        "error",
+    ]
+    return (
+        _table(f"Search on the validation rows (budget {search.budget})", header, rows)
+        + f"<img alt='validation accuracy against parameters' src='{search_plot(search)}'>"
+    )
+
+
 def render_report(job_id: str, metrics: JobMetrics) -> str:
     student = metrics.evaluation.student
     confusion_png = confusion(student.confusion_matrix) if student else None
@@ -249,6 +312,7 @@ def render_report(job_id: str, metrics: JobMetrics) -> str:
             if confusion_png
             else ""
         ),
+        _search_section(metrics),
         *_detail_tables(metrics),
     ]
     return (

@@ -209,6 +209,33 @@ class Int8Report(_Report):
     reason: str = ""
 
 
+class CandidateReport(_Report):
+    """One candidate of a search: its settings and its scores on the validation rows."""
+
+    number: int
+    kind: Literal["student", "scratch"]
+    temperature: float | None = Field(description="KD's temperature (null for scratch).")
+    alpha: float | None
+    transfer: list[str] = Field(description="The transfer sources it learned from.")
+    hidden_sizes: list[int]
+    channels: list[int]
+    learning_rate: float
+    weight_decay: float
+    validation_accuracy: float | None
+    agreement: float | None = Field(description="With the teacher, on the validation rows.")
+    parameters: int
+    seconds: float
+    error: str | None = Field(description="Why the candidate failed (the search went on).")
+    chosen: bool
+
+
+class SearchReport(_Report):
+    budget: int
+    candidates: list[CandidateReport] = Field(description="Students, then scratch ones.")
+    chosen_student: int
+    chosen_scratch: int | None
+
+
 class ValidationScores(_Report):
     """Accuracy on the job's validation rows: what the service decides on (never the test)."""
 
@@ -261,6 +288,7 @@ class JobMetrics(_Report):
         default=None, description="Null when no scratch baseline was trained."
     )
     int8: Int8Report | None = None
+    search: SearchReport | None = None
     warnings: list[str] = Field(
         default=[],
         description="What the user should know: a teacher or a student that "

@@ -12,6 +12,7 @@ from app.jobs.spec import (
     AssistantsConfig,
     CrossDomainConfig,
     KDMethodConfig,
+    SearchConfig,
     StudentConfig,
     TrainingConfig,
     TransferConfig,
@@ -58,6 +59,7 @@ class JobPublic(BaseModel):
     transfer: TransferConfig | Literal["auto"] | None
     assistants: AssistantsConfig | None
     cross_domain: CrossDomainConfig | None = None
+    search: SearchConfig | Literal["auto"] | None = None
     quantize: bool = True
     baseline: bool
 

@@ -74,5 +74,6 @@ def job_public(job: Job) -> dict[str, Any]:
         "baseline": spec.baseline,
         "assistants": spec.assistants,
         "cross_domain": spec.cross_domain,
+        "search": spec.search,
         "quantize": spec.quantize,
     }

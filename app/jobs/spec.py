@@ -270,6 +270,17 @@ TEACHER_FIELD = {
 }
 
 
+AUTO_SEARCH_BUDGET = 8
+
+
+class SearchConfig(_Strict):
+    """Train up to `budget` candidate students (temperature, alpha, transfer synthesis and,
+    with a parameter budget, the student's depth), score each on the validation rows and keep
+    the best; the scratch baseline gets the same budget (learning rate, weight decay, depth)."""
+
+    budget: int = Field(default=AUTO_SEARCH_BUDGET, ge=1, le=32)
+
+
 class JobOptions(_Strict):
     """What a job trains on and how: everything but its teachers."""
 
@@ -298,6 +309,13 @@ class JobOptions(_Strict):
         description="Distill across domains: a mapping phi from the job's (target-domain) "
         "inputs to the teacher's (source-domain) inputs.",
     )
+    search: SearchConfig | Literal["auto"] | None = Field(
+        default=None,
+        description=f"Search on the validation rows: {{'budget': N}} or 'auto' (a budget of "
+        f"{AUTO_SEARCH_BUDGET}). The test rows are scored once, for the chosen student. Works "
+        "with a single teacher, an ensemble and cross-domain jobs (not with assistants or "
+        "teacher checkpoints).",
+    )
     quantize: bool = Field(
         default=True,
         description="Also build student.int8.onnx with onnxruntime's quantization (dynamic "
@@ -310,6 +328,12 @@ class JobOptions(_Strict):
         description="Also train the same student from scratch (labeled rows, same budget and "
         "seed) and report it beside the distilled one.",
     )
+
+    @property
+    def search_budget(self) -> int | None:
+        if self.search is None:
+            return None
+        return AUTO_SEARCH_BUDGET if self.search == "auto" else self.search.budget
 
     @model_validator(mode="after")
     def _distinct_datasets(self) -> JobOptions:

@@ -365,6 +365,19 @@ def _assistants(spec: JobSpec) -> None:
         )
 
 
+def _search(spec: JobSpec) -> None:
+    if spec.search is None:
+        return
+    if spec.assistants is not None or spec.teachers.kind == "checkpoints":
+        what = "assistants" if spec.assistants is not None else "teacher_checkpoint_ids"
+        raise InvalidInput(
+            f"search trains KD candidates from one teacher (or an ensemble); it does not "
+            f"combine with {what}: remove one of the two",
+            field="search",
+            code="search_unsupported",
+        )
+
+
 def _limits(session: Session, spec: JobSpec, tenant: str, settings: Settings) -> None:
     limit = spec.training.time_limit_seconds
     if limit is not None and limit > settings.job_time_limit_seconds:
@@ -395,6 +408,7 @@ def validate_submission(
     _splittable(spec, train)
     _transfer(session, spec, teacher, train, tenant)
     _method(spec, teacher, train)
+    _search(spec)
     check_job_memory(session, spec, teacher, settings)
     _limits(session, spec, tenant, settings)
     return teacher

@@ -288,3 +288,52 @@ def test_fitnets_hint(production_service: Service, ids: dict[str, str]) -> None:
     r = service.client.post("/v1/jobs", json=bad)
     assert r.status_code == 422 and name in r.json()["detail"]
     assert r.json()["errors"][0]["field"] == "method.hint.teacher_output"
+
+
+def test_search_on_validation_through_the_api(
+    production_service: Service, digits_teacher: TeacherFiles, digits_files: dict[str, Path]
+) -> None:
+    """ "search": {"budget": 3}: three student candidates and three scratch ones, each scored
+    on the validation rows; the job shows which one trains, metrics.search is the leaderboard,
+    the report draws it, and the chosen student is the one delivered."""
+    service = production_service
+    teacher = service.upload_teacher(digits_teacher.onnx).json()
+    train = service.upload_dataset(digits_files["train"]).json()
+    body = {
+        "teacher_id": teacher["id"],
+        "train_dataset_id": train["id"],
+        "student": {"hidden_sizes": [32]},
+        "training": {"epochs": 3},
+        "search": {"budget": 3},
+    }
+    r = service.client.post("/v1/jobs", json=body)
+    assert r.status_code == 201, r.text
+    assert r.json()["search"] == {"budget": 3}
+    job = service.wait(r.json()["id"])
+    assert job["status"] == "succeeded", f"{job}\n{service.tail()}"
+    search = job["metrics"]["search"]
+    assert search["budget"] == 3
+    kinds = [(c["kind"], c["number"]) for c in search["candidates"]]
+    assert kinds == [("student", n) for n in (1, 2, 3)] + [("scratch", n) for n in (1, 2, 3)]
+    chosen = [c for c in search["candidates"] if c["chosen"]]
+    assert [c["kind"] for c in chosen] == ["student", "scratch"]
+    student = chosen[0]
+    assert student["number"] == search["chosen_student"]
+    best = max(c["validation_accuracy"] for c in search["candidates"] if c["kind"] == "student")
+    assert student["validation_accuracy"] == best
+    metrics = job["metrics"]
+    assert metrics["history"][-1]["validation_accuracy"] == best
+    assert metrics["baseline"] == "trained (searched)"
+    events = service.client.get(f"/v1/jobs/{job['id']}/events", params={"limit": 500}).json()
+    stages = [e["data"].get("stage") for e in events["data"] if e["type"] == "message"]
+    assert "student_candidate_2_of_3" in stages and "scratch_candidate_3_of_3" in stages
+    report = service.client.get(f"/v1/jobs/{job['id']}/artifacts/report.html").text
+    assert "Search on the validation rows (budget 3)" in report
+    assert "validation accuracy against parameters" in report
+
+    refused = service.client.post(
+        "/v1/jobs", json={**body, "assistants": {"count": 1}, "search": "auto"}
+    )
+    assert refused.status_code == 422, refused.text
+    problem = refused.json()
+    assert problem["code"] == "search_unsupported" and problem["errors"][0]["field"] == "search"

@@ -80,6 +80,8 @@ class JobRun:
         self._report(record, "student", f"epoch {record.epoch}", epoch=record.epoch)
 
     def on_baseline_epoch(self, record: EpochRecord) -> None:
+        if record.epoch == 1:  # a new scratch run (a search's candidate) starts its own curve
+            self.progress.scratch.clear()
         self.progress.scratch.append(EpochMetrics.model_validate(asdict(record)))
         self._report(record, "scratch", f"scratch epoch {record.epoch}")
 

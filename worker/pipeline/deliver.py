@@ -10,9 +10,11 @@ from sqlalchemy.orm import Session
 
 from app.jobs.metrics import (
     CacheCounts,
+    CandidateReport,
     EpochMetrics,
     HintReport,
     JobMetrics,
+    SearchReport,
     StudentReport,
     TransferCounts,
     TransferSpecReport,
@@ -89,6 +91,7 @@ def job_metrics(
         checkpoints=scores.checkpoints,
         recommendation=recommendation,
         int8=exported.int8,
+        search=search_report(plan, result),
         warnings=warnings,
     )
 
@@ -132,3 +135,38 @@ def deliver(run: JobRun, metrics: JobMetrics, exported: Exported, epochs: int) -
         )
 
     run.lease.write(store, "storing the results")
+
+
+def search_report(plan: TrainingPlan, result: MethodResult) -> SearchReport | None:
+    if plan.search is None or result.search is None:
+        return None
+    rows = []
+    for score in result.search:
+        config, student = score.config, score.config.student
+        scratch = score.kind == "scratch"
+        rows.append(
+            CandidateReport(
+                number=score.number,
+                kind=score.kind,
+                temperature=None if scratch else config.method.temperature,
+                alpha=None if scratch else config.method.alpha,
+                transfer=list(score.transfer),
+                hidden_sizes=list(student.hidden_sizes),
+                channels=list(student.channels),
+                learning_rate=config.training.learning_rate,
+                weight_decay=config.training.weight_decay,
+                validation_accuracy=score.validation_accuracy,
+                agreement=score.agreement,
+                parameters=score.parameters,
+                seconds=score.seconds,
+                error=score.error,
+                chosen=score.chosen,
+            )
+        )
+    chosen = {row.kind: row.number for row in rows if row.chosen}
+    return SearchReport(
+        budget=plan.search.budget,
+        candidates=rows,
+        chosen_student=chosen["student"],
+        chosen_scratch=chosen.get("scratch"),
+    )

@@ -31,6 +31,8 @@ from worker.engine import (
     sized_student,
     synthesize,
 )
+from worker.engine.methods.registry import SearchSettings
+from worker.engine.search import StudentShape
 from worker.pipeline.context import JobRun
 from worker.pipeline.defaults import ChosenTransfer, choose_transfer
 from worker.pipeline.errors import JobInputError
@@ -99,6 +101,7 @@ class TrainingPlan:
     config: DistillConfig
     splits: Splits  # with the transfer rows
     transfer: ChosenTransfer
+    search: SearchSettings | None = None
     sized: SizedStudent | None = None
     assistants: tuple[StudentSpec, ...] = ()
 
@@ -162,7 +165,23 @@ def transfer_rows(
 def method_name(spec: JobSpec) -> str:
     if spec.teachers.kind == "checkpoints":
         return "early_stopped_teacher"
-    return "assistants" if spec.assistants is not None else "kd"
+    if spec.assistants is not None:
+        return "assistants"
+    return "search" if spec.search_budget is not None else "kd"
+
+
+def search_plan(
+    spec: JobSpec, teacher: Teacher, sized: SizedStudent | None
+) -> SearchSettings | None:
+    if spec.search_budget is None:
+        return None
+    shape = StudentShape(
+        layout=engine_student(spec.student),
+        input_shape=teacher.input_shape,
+        num_classes=teacher.num_classes,
+        max_parameters=sized.max_parameters if sized is not None else None,
+    )
+    return SearchSettings(budget=spec.search_budget, shape=shape)
 
 
 def plan(run: JobRun, inputs: JobInputs, found: JobTeachers) -> TrainingPlan:
@@ -175,6 +194,7 @@ def plan(run: JobRun, inputs: JobInputs, found: JobTeachers) -> TrainingPlan:
         config=engine_config(spec, student),
         splits=splits,
         transfer=chosen,
+        search=search_plan(spec, teacher, sized),
         sized=sized,
         assistants=assistant_plan(spec.assistants, student, teacher) if spec.assistants else (),
     )

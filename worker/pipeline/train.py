@@ -21,5 +21,6 @@ def train(run: JobRun, plan: TrainingPlan, found: JobTeachers) -> MethodResult:
         ),
         cache=run.cache,
         assistants=plan.assistants,
+        search=plan.search,
     )
     return run_method(plan.method, inputs)

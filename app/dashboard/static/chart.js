@@ -43,3 +43,40 @@ function drawChart(canvas, series, { yMax = null, yStep = null, format = (v) => 
   }
   canvas.dataset.points = String(drawn);
 }
+
+// A scatter of (x, y) points per series (x on a log scale when it spans a decade or more);
+// a point with `ringed` gets a ring.
+function drawScatter(canvas, series) {
+  const ratio = window.devicePixelRatio || 1, width = canvas.clientWidth || 500, height = 240;
+  canvas.width = width * ratio; canvas.height = height * ratio;
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  const left = 52, right = 16, top = 28, bottom = 34;
+  const plotW = width - left - right, plotH = height - top - bottom;
+  const points = series.flatMap((s) => s.points);
+  if (!points.length) return;
+  const xs = points.map((p) => p.x), ys = points.map((p) => p.y);
+  const log = Math.max(...xs) >= 10 * Math.min(...xs);
+  const fx = (v) => (log ? Math.log10(v) : v);
+  const x0 = fx(Math.min(...xs)), x1 = fx(Math.max(...xs));
+  const y0 = Math.min(...ys) - 0.02, y1 = Math.min(1, Math.max(...ys) + 0.02);
+  const x = (v) => left + plotW * (x1 === x0 ? 0.5 : (fx(v) - x0) / (x1 - x0));
+  const y = (v) => top + plotH * (1 - (v - y0) / Math.max(1e-6, y1 - y0));
+  ctx.font = "11px system-ui, sans-serif"; ctx.fillStyle = "#6b7280"; ctx.textAlign = "right";
+  for (const v of [y0, (y0 + y1) / 2, y1]) ctx.fillText(`${Math.round(100 * v)}%`, left - 6, y(v) + 4);
+  ctx.textAlign = "center";
+  ctx.fillText(`parameters${log ? " (log)" : ""}`, left + plotW / 2, height - 4);
+  let drawn = 0, legendX = left;
+  for (const { label, color, points: own } of series) {
+    if (!own.length) continue;
+    ctx.fillStyle = color; ctx.strokeStyle = "#1d2330";
+    for (const p of own) {
+      ctx.beginPath(); ctx.arc(x(p.x), y(p.y), 4, 0, 2 * Math.PI); ctx.fill(); drawn++;
+      if (p.ringed) { ctx.beginPath(); ctx.arc(x(p.x), y(p.y), 8, 0, 2 * Math.PI); ctx.stroke(); }
+    }
+    ctx.fillRect(legendX, 10, 14, 3); ctx.textAlign = "left"; ctx.fillStyle = "#1d2330";
+    ctx.fillText(label, legendX + 18, 15); legendX += 30 + ctx.measureText(label).width;
+  }
+  canvas.dataset.points = String(drawn);
+}

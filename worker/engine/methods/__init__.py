@@ -3,7 +3,7 @@ registers every method the engine has."""
 
 from __future__ import annotations
 
-from worker.engine.methods import assistants, early_stopped, kd  # noqa: F401  (registers)
+from worker.engine.methods import assistants, early_stopped, kd, search  # noqa: F401  (registers)
 from worker.engine.methods.registry import (
     METHODS,
     MethodInputs,

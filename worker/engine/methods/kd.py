@@ -48,11 +48,18 @@ class _Targets:
     transfer: list[np.ndarray]
 
 
-def _targets(teacher: Teacher, splits: Splits, cache: LogitCache | None) -> _Targets:
+def _targets(
+    teacher: Teacher, splits: Splits, cache: LogitCache | None, score_test: bool
+) -> _Targets:
+    unscored = np.zeros((0, teacher.num_classes), np.float32)
     return _Targets(
         train=teacher_logits(teacher, splits.train.x, cache, "the training rows"),
         validation=teacher_logits(teacher, splits.validation.x, cache, "the validation rows"),
-        test=teacher_logits(teacher, splits.test.x, cache, "the test rows"),
+        test=(
+            teacher_logits(teacher, splits.test.x, cache, "the test rows")
+            if score_test
+            else unscored
+        ),
         transfer=[
             teacher_logits(teacher, part.x, cache, f"the transfer rows from {part.source}")
             for part in splits.transfer
@@ -142,6 +149,14 @@ def _standardized(student: nn.Module, rows: TrainingRows, config: DistillConfig)
     return replace(rows, x=x, standardized=True)
 
 
+def _test_logits(model: nn.Module, inputs: MethodInputs) -> np.ndarray:
+    """The model on the test rows; none for a search's candidates, which are never scored on
+    the test rows (only the chosen one is, once)."""
+    if not inputs.score_test:
+        return np.zeros((0, inputs.teacher.num_classes), np.float32)
+    return predict_logits(model, inputs.splits.test.x)
+
+
 @dataclass(frozen=True)
 class _Scratch:
     history: list[EpochRecord]
@@ -171,7 +186,7 @@ def _scratch(
     history = fit(
         scratch, rows.labeled(labels), config, 1.0, validation, inputs.callbacks.on_baseline_epoch
     )
-    test = predict_logits(scratch, splits.test.x)
+    test = _test_logits(scratch, inputs)
     return _Scratch(history, test, "trained", scratch.cpu().eval())
 
 
@@ -186,7 +201,7 @@ def distill(inputs: MethodInputs, device: str | None = None) -> DistillOutcome:
     )
     run_on = torch.device(device) if device else default_device()
     stage("teacher_outputs")
-    targets = _targets(teacher, splits, inputs.cache)
+    targets = _targets(teacher, splits, inputs.cache, inputs.score_test)
     validation = Validation(splits.validation.x, splits.validation.y, targets.validation)
     stage("training")
     rows = _rows(config, splits, targets, run_on)
@@ -211,7 +226,7 @@ def distill(inputs: MethodInputs, device: str | None = None) -> DistillOutcome:
     train_seconds = time.perf_counter() - started
     scratch = _scratch(inputs, rows, validation, standardization)
     stage("evaluating")
-    student_test = predict_logits(student, splits.test.x)
+    student_test = _test_logits(student, inputs)
     return DistillOutcome(
         student=student.cpu().eval(),
         history=history,

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from worker.engine.config import DistillConfig, StudentSpec
 from worker.engine.data import Splits
 from worker.engine.logit_cache import LogitCache
 from worker.engine.outcome import AssistantStep, CheckpointScore, DistillOutcome
+from worker.engine.search import StudentShape
 from worker.engine.teachers import Teacher
 from worker.engine.training import EpochCallback
 
@@ -42,10 +44,36 @@ class MethodInputs:
     cache: LogitCache | None = None
     # Teacher assistants, largest first (the assistants method).
     assistants: tuple[StudentSpec, ...] = ()
+    # The search method: how many candidates, and what the student's shape may vary over.
+    search: SearchSettings | None = None
+    # False for a search's candidates: the test rows are scored once, for the chosen model.
+    score_test: bool = True
 
     @property
     def teacher(self) -> Teacher:
         return self.teachers[0]
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    budget: int
+    shape: StudentShape
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    """One trained candidate of a search, scored on the validation rows."""
+
+    number: int
+    kind: Literal["student", "scratch"]
+    config: DistillConfig
+    transfer: tuple[str, ...]
+    validation_accuracy: float | None
+    agreement: float | None  # with the teacher, on the validation rows
+    parameters: int
+    seconds: float
+    error: str | None = None
+    chosen: bool = False
 
 
 @dataclass
@@ -55,6 +83,7 @@ class MethodResult:
     teacher: Teacher
     assistants: list[AssistantStep] = field(default_factory=list)
     checkpoints: list[CheckpointScore] | None = None
+    search: list[CandidateScore] | None = None
 
 
 Method = Callable[[MethodInputs], MethodResult]
