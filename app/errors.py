@@ -121,6 +121,8 @@ def _field_problem(error: Mapping[str, Any]) -> FieldProblem:
         part = str(p)
         if part in ("body", "query", "path", "form", "header") or "[" in part:
             continue
+        if part[:1].isupper():  # a union member named by its model (TransferConfig), no field
+            continue
         if parts and parts[-1] in UNION_FIELDS and tag is None:
             tag = part  # the union member's tag, right after the union's field
             continue
