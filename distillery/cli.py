@@ -232,6 +232,20 @@ def _summary(metrics: JobMetrics) -> str:
     return ", ".join(parts)
 
 
+def _advice(metrics: JobMetrics) -> list[str]:
+    """Which ONNX to ship (distilled or scratch; int8 or fp32) and any warning."""
+    lines = []
+    advice = metrics.get("recommendation")
+    if advice:
+        shipped = "student.onnx" if advice["ship"] == "student" else "scratch.onnx"
+        lines.append(f"ship {shipped}: {advice['reason']}")
+    int8 = metrics.get("int8")
+    if int8 and int8["status"] == "built":
+        lines.append(f"int8 or fp32: ship {int8['ship']} ({int8['reason']})")
+    lines += [f"warning: {w}" for w in metrics.get("warnings") or []]
+    return lines
+
+
 def _latest(job: Job) -> EpochMetrics | None:
     """While training: metrics.latest; once done, the last epoch of metrics.history."""
     progress, report = job_progress(job), job_metrics(job)
@@ -278,6 +292,8 @@ def watch(client: Client, job_id: str, as_json: bool = False) -> int:
             teacher_bytes = None
         console.print(comparison(report, job["id"], teacher_bytes))
         console.print(_summary(report), markup=False)
+        for line in _advice(report):
+            console.print(line, markup=False)
     if job["status"] == "succeeded":
         return 0
     error = job.get("error")

@@ -118,6 +118,9 @@ def test_cli_flow(
     assert run.returncode == 0, run.stdout + run.stderr
     assert "distilled student" in run.stdout and "teacher" in run.stdout
     assert "agreement" in run.stdout and "file bytes" in run.stdout
+    # Which ONNX to ship: distilled or scratch, int8 or fp32 (decided on the validation rows).
+    assert "ship student.onnx" in run.stdout or "ship scratch.onnx" in run.stdout
+    assert "int8 or fp32: ship" in run.stdout
     job_id = run.stdout.split()[0]
     assert job_id.startswith("job_")
     shown = json.loads(_cli(embedded_service, "jobs", "watch", job_id, "--json").stdout)

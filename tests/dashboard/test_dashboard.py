@@ -71,8 +71,12 @@ def test_dashboard_upload_submit_watch_download(
         job = httpx.get(f"{embedded_service.base_url}/v1/jobs/{job_id}", timeout=30).json()
         assert job["metrics"]["transfer"]["sources"] == {"mixup": 5000}
         downloads = page.locator("#downloads a.download")
-        expect(downloads).to_have_count(4)
-        assert "student.onnx" in " ".join(downloads.all_inner_texts())
+        expect(downloads).to_have_count(6)
+        names = " ".join(downloads.all_inner_texts())
+        assert all(n in names for n in ("student.onnx", "student.int8.onnx", "scratch.onnx"))
+        # Which to ship: distilled or scratch, int8 or fp32.
+        expect(page.locator("#verdict li").first).to_contain_text("Ship ")
+        expect(page.locator("#verdict")).to_contain_text("int8 or fp32: ship")
         events = page.locator("#events tbody tr")
         assert events.count() > 5
         page.screenshot(path=str(SHOTS / "job.png"), full_page=True)
@@ -99,3 +103,35 @@ def test_dashboard_upload_submit_watch_download(
         expect(page.locator("#jobs tbody tr", has_text=job_id)).to_have_count(1)
         browser.close()
     assert refused == [], refused
+
+
+def test_dashboard_shows_a_searchs_leaderboard(
+    embedded_service: Service, digits_teacher: TeacherFiles, digits_files: dict[str, Path]
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    service = embedded_service
+    teacher = service.upload_teacher(digits_teacher.onnx).json()["id"]
+    train = service.upload_dataset(digits_files["train"]).json()["id"]
+    body = {
+        "teacher_id": teacher,
+        "train_dataset_id": train,
+        "student": {"hidden_sizes": [16]},
+        "training": {"epochs": 2},
+        "search": {"budget": 2},
+    }
+    job = service.wait(service.client.post("/v1/jobs", json=body).json()["id"])
+    assert job["status"] == "succeeded", job
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(f"{service.base_url}/dashboard/job?id={job['id']}")
+        expect(page.locator("#search-card")).to_be_visible(timeout=20_000)
+        rows = page.locator("#search tbody tr")
+        expect(rows).to_have_count(4)  # two students, two scratch
+        expect(rows.filter(has_text="(chosen)")).to_have_count(2)
+        page.wait_for_function(
+            "Number(document.getElementById('search-chart').dataset.points || 0) == 4"
+        )
+        page.screenshot(path=str(SHOTS / "search.png"), full_page=True)
+        browser.close()
