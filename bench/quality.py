@@ -71,8 +71,10 @@ from worker.engine import (  # noqa: E402
     synthesize,
     train_vae,
 )
+from worker.engine.methods.registry import SearchSettings  # noqa: E402
+from worker.engine.search import StudentShape  # noqa: E402
 from worker.pipeline.defaults import choose_transfer  # noqa: E402
-from worker.pipeline.plan import synthesis_specs  # noqa: E402
+from worker.pipeline.plan import student_plan, synthesis_specs  # noqa: E402
 
 MIXUP_ROWS = 50_000  # the methods table's transfer set
 CROSS_MIXUP_ROWS = 5_000  # the cross-domain table's
@@ -350,6 +352,9 @@ def _materialized(task: Task) -> list[nn.Parameter]:
 # (worker/pipeline/defaults.py); scratch is the job's own baseline (labeled rows only).
 
 
+SEARCH_BUDGET = 8
+
+
 def default_job_spec(**fields: object) -> JobSpec:
     body = {"teacher_id": "tch_bench", "train_dataset_id": "ds_bench", **fields}
     return JobCreate.model_validate(body).to_spec()
@@ -392,7 +397,8 @@ def defaults_run(task: Task, seeds: list[int], folder: Path) -> dict[str, list[f
         teacher = teachers[0]
         labeled = job_splits(task, seed)
         rich = replace(labeled, transfer=default_transfer(spec, labeled))
-        cfg = support.config(support.student(), support.method(), support.training(seed=seed))
+        default_student, _ = student_plan(spec, teacher)  # sized from the teacher, as a job does
+        cfg = support.config(default_student, support.method(), support.training(seed=seed))
         job = run(cfg, teacher, rich)
         [assistant] = assistant_specs(
             cfg.student, teacher.input_shape, teacher.num_classes, teacher.parameters, 1
@@ -403,10 +409,19 @@ def defaults_run(task: Task, seeds: list[int], folder: Path) -> dict[str, list[f
         stopped = support.config(
             cfg.student, support.method(kd_stop_epoch=10), support.training(seed=seed)
         )
+        shape = StudentShape(cfg.student, teacher.input_shape, teacher.num_classes, None)
+        searched = run_method(
+            "search",
+            MethodInputs(cfg, (teacher,), rich, search=SearchSettings(SEARCH_BUDGET, shape)),
+        ).outcome
         row = {
             "teacher": float(job.test.teacher_accuracy or 0.0),
             SCRATCH: float(job.test.scratch_accuracy or 0.0),
             "default job": float(job.test.student_accuracy or 0.0),
+            f"default job, search budget {SEARCH_BUDGET}": float(
+                searched.test.student_accuracy or 0.0
+            ),
+            f"scratch, search budget {SEARCH_BUDGET}": float(searched.test.scratch_accuracy or 0.0),
             "default job, KD on labeled rows only": student_accuracy(cfg, teacher, labeled),
             "ensemble of 2 (teacher_ids)": float(ensemble.test.student_accuracy or 0.0),
             "1 assistant (assistants.count 1)": float(assistants.test.student_accuracy or 0.0),
@@ -423,11 +438,91 @@ def defaults_table(task: Task, results: dict[str, list[float]]) -> str:
     return markdown(
         f"**{task.name}, defaults**: {len(task.x_train):,} labeled rows (15% held out for "
         f"validation, as a job does), {len(task.x_test):,} test rows; the default student "
-        "(MLP 128), method and training; every distilled row with the default transfer set for "
+        "(an MLP sized from the teacher), method and training; every distilled row with the "
+        "default transfer set for "
         "the data's kind; scratch is the job's own baseline; "
         f"{len(results['teacher'])} seeds.",
         results,
     )
+
+
+# ---- int8: the quantized student against the fp32 one, per student kind --------------------
+# (`--tables int8`): the default job's student (mlp) and a cnn student on digits, distilled
+# with the default transfer set, exported, quantized as a job does (dynamic for mlp, static
+# for cnn) and measured on the test rows in onnxruntime.
+
+
+def int8_run(task: Task, seeds: list[int], folder: Path) -> list[dict[str, float | str]]:
+    from worker.engine import export_onnx
+    from worker.engine.evaluation import onnx_latency_ms
+    from worker.engine.quantize import mode_for, onnx_logits, quantize_student
+
+    rows: list[dict[str, float | str]] = []
+    spec = default_job_spec()
+    for seed in seeds:
+        teacher = train_teacher(
+            task.teacher,
+            task.x_train,
+            task.y_train,
+            task.teacher_epochs,
+            task.teacher_lr,
+            seed,
+            folder / f"int8-{task.name}-{seed}.onnx",
+        )
+        labeled = job_splits(task, seed)
+        rich = replace(labeled, transfer=default_transfer(spec, labeled))
+        for kind, layout in (
+            ("mlp (default, sized)", student_plan(spec, teacher)[0]),
+            ("cnn 16-32", support.student("cnn", channels=[16, 32])),
+        ):
+            cfg = support.config(layout, support.method(), support.training(seed=seed))
+            outcome = run(cfg, teacher, rich)
+            fp32 = export_onnx(
+                outcome.student, teacher.input_shape, folder / "s.onnx", task.x_test[:64]
+            )
+            built = quantize_student(
+                fp32.path, folder / "s.int8.onnx", mode_for(layout.architecture), rich.train.x
+            )
+            for name, path, size in (
+                ("fp32", fp32.path, fp32.bytes),
+                ("int8", built.path, built.bytes),
+            ):
+                logits = onnx_logits(path, task.x_test)
+                rows.append(
+                    {
+                        "student": f"{kind}, {name}"
+                        + (f" ({built.mode})" if name == "int8" else ""),
+                        "seed": seed,
+                        "accuracy": float((logits.argmax(1) == task.y_test).mean()),
+                        "bytes": float(size),
+                        "ms_1": onnx_latency_ms(path, teacher.input_shape, 1),
+                        "ms_64": onnx_latency_ms(path, teacher.input_shape, 64),
+                    }
+                )
+        log(f"  int8 {task.name} seed {seed}: {rows[-4:]}")
+    return rows
+
+
+def int8_table(task: Task, rows: list[dict[str, float | str]]) -> str:
+    names = list(dict.fromkeys(str(r["student"]) for r in rows))
+    lines = [
+        f"**{task.name}, int8**: {len(task.x_test):,} test rows, onnxruntime on this CPU "
+        f"(median of 30 runs), {len({r['seed'] for r in rows})} seeds.",
+        "",
+        "| student | test accuracy | bytes | ms, batch 1 | ms, batch 64 |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names:
+        mine = [r for r in rows if r["student"] == name]
+        mean = {
+            k: statistics.mean(float(r[k]) for r in mine)
+            for k in ("accuracy", "bytes", "ms_1", "ms_64")
+        }
+        lines.append(
+            f"| {name} | {mean['accuracy']:.3f} | {mean['bytes']:,.0f} | {mean['ms_1']:.3f} | "
+            f"{mean['ms_64']:.3f} |"
+        )
+    return "\n".join(lines)
 
 
 # ---- cross-domain (docs/methods.md §6) --------------------------------------------------------
@@ -731,7 +826,9 @@ def main() -> None:
     parser.add_argument("--crossdomain-seeds", type=int, default=3)
     parser.add_argument("--tasks", default="digits,mnist1d")
     parser.add_argument(
-        "--tables", default="methods,crossdomain", help="methods, crossdomain, transfer, defaults"
+        "--tables",
+        default="methods,crossdomain",
+        help="methods, crossdomain, transfer, defaults, int8",
     )
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -747,6 +844,9 @@ def main() -> None:
             for key in args.tasks.split(","):
                 task = makers[key]()
                 print(defaults_table(task, defaults_run(task, seeds, Path(tmp))) + "\n", flush=True)
+        if "int8" in tables:
+            task = digits_task()
+            print(int8_table(task, int8_run(task, seeds, Path(tmp))) + "\n", flush=True)
         if "transfer" in tables:
             transfer_makers = {"mnist1d": transfer_mnist1d_task, "digits": transfer_digits_task}
             for key in args.tasks.split(","):

@@ -146,11 +146,12 @@ class SizedStudent(TypedDict):
     compression: float | None
     hidden_sizes: list[int]
     channels: list[int]
+    reason: str | None
 
 
 class StudentReport(TypedDict):
     architecture: Literal["mlp", "cnn"]
-    hidden_sizes: list[int]
+    hidden_sizes: list[int] | None
     dropout: float
     batch_norm: bool
     channels: list[int]
@@ -363,7 +364,7 @@ class JobError(TypedDict):
 
 class StudentConfig(TypedDict):
     architecture: Literal["mlp", "cnn"]
-    hidden_sizes: list[int]
+    hidden_sizes: list[int] | None
     dropout: float
     batch_norm: bool
     channels: list[int]

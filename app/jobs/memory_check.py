@@ -4,6 +4,7 @@ estimates it): a 422 naming the field to change, with the figure and the limit."
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
@@ -20,7 +21,7 @@ from app.jobs.memory import (
     vae_estimate,
     vae_parameters,
 )
-from app.jobs.spec import JobSpec, TransferConfig, VaePhi
+from app.jobs.spec import AUTO_WIDTHS, JobSpec, TransferConfig, VaePhi
 from app.models import Dataset, Teacher
 from app.settings import Settings
 
@@ -61,17 +62,20 @@ def _steps(spec: JobSpec, teacher: TeacherView, shape: list[int]) -> list[tuple[
     wanted = spec.student
     layout = Layout(
         wanted.architecture,
-        tuple(wanted.hidden_sizes),
+        wanted.layout,
         tuple(wanted.channels),
         wanted.batch_norm,
         wanted.dropout,
     )
     classes = teacher.num_classes
-    budget = wanted.max_parameters
-    if wanted.compression is not None:
-        budget = int(teacher.parameters / wanted.compression)
+    budget = wanted.budget(teacher.parameters)
     if budget is not None:
         layout = sized(layout, shape, classes, budget)
+    if wanted.sized_from_teacher:  # as the worker clamps the default student's widths
+        low, high = AUTO_WIDTHS
+        layout = replace(
+            layout, hidden_sizes=tuple(min(high, max(low, h)) for h in layout.hidden_sizes)
+        )
     student = parameters(layout, shape, classes)
     steps: list[tuple[Layout, int, str]] = []
     assistants = spec.assistants

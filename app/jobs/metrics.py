@@ -115,10 +115,15 @@ class SizedStudent(_Report):
     compression: float | None
     hidden_sizes: list[int]
     channels: list[int]
+    reason: str | None = Field(
+        default=None, description="For the default student: how it was sized from the teacher."
+    )
 
 
 class StudentReport(StudentConfig):
-    sized: SizedStudent | None = Field(description="What automatic sizing chose, if asked.")
+    sized: SizedStudent | None = Field(
+        description="What automatic sizing chose: for a budget, or for the default student."
+    )
 
 
 class SplitPart(_Report):

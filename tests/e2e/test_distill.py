@@ -232,6 +232,16 @@ def test_automatic_split_is_stratified_and_reported(
     assert job["metrics"]["student_accuracy"] > 0.5
     assert job["metrics"]["scratch_accuracy"] is None and job["metrics"]["baseline"] == "off"
     assert job["metrics"]["history_scratch"] == []
+    # The default student is sized from the teacher: two equal layers, 10x fewer parameters.
+    assert job["student"]["hidden_sizes"] is None
+    metrics = job["metrics"]
+    sized = metrics["student"]["sized"]
+    assert sized["compression"] == 10 and "sized from the teacher" in sized["reason"]
+    assert len(sized["hidden_sizes"]) == 2 and sized["hidden_sizes"][0] == sized["hidden_sizes"][1]
+    assert metrics["student_parameters"] <= metrics["teacher_parameters"] / 10
+    assert metrics["student_parameters"] > metrics["teacher_parameters"] / 20
+    assert metrics["latency_ms"]["batch_1"]["speedup"] is not None
+    assert job["training"]["learning_rate"] == 0.01
 
 
 def test_probability_teacher_from_scikit_learn(

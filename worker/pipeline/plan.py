@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 from app.datasets.parsers import load_arrays
 from app.jobs.metrics import SizedStudent
 from app.jobs.spec import (
+    AUTO_WIDTHS,
+    DEFAULT_COMPRESSION,
     AssistantsConfig,
     JobSpec,
     KDMethodConfig,
@@ -28,6 +30,8 @@ from worker.engine import (
     TransferRows,
     VaeMapping,
     assistant_specs,
+    build_student,
+    count_parameters,
     sized_student,
     synthesize,
 )
@@ -43,7 +47,7 @@ from worker.pipeline.teacher import JobTeachers
 def engine_student(student: StudentConfig) -> StudentSpec:
     return StudentSpec(
         architecture=student.architecture,
-        hidden_sizes=tuple(student.hidden_sizes),
+        hidden_sizes=student.layout,
         dropout=student.dropout,
         batch_norm=student.batch_norm,
         channels=tuple(student.channels),
@@ -106,24 +110,48 @@ class TrainingPlan:
     assistants: tuple[StudentSpec, ...] = ()
 
 
+def _auto_widths(student: StudentSpec) -> StudentSpec:
+    low, high = AUTO_WIDTHS
+    return replace(
+        student, hidden_sizes=tuple(min(high, max(low, h)) for h in student.hidden_sizes)
+    )
+
+
 def student_plan(spec: JobSpec, teacher: Teacher) -> tuple[StudentSpec, SizedStudent | None]:
-    """The student to train, sized automatically when the job asks for a parameter budget."""
+    """The student to train: as given, sized to the job's parameter budget, or (the default)
+    sized from the teacher."""
     wanted = spec.student
     layout = engine_student(wanted)
-    budget = wanted.max_parameters
-    if wanted.compression is not None:
-        budget = int(teacher.parameters / wanted.compression)
+    budget = wanted.budget(teacher.parameters)
     if budget is None:
         return layout, None
+    auto = wanted.sized_from_teacher
     try:
         chosen = sized_student(layout, teacher.input_shape, teacher.num_classes, budget)
     except ValueError as exc:
-        raise JobInputError(str(exc), "student_too_small") from exc
+        if not auto:
+            raise JobInputError(str(exc), "student_too_small") from exc
+        chosen = replace(layout, hidden_sizes=(AUTO_WIDTHS[0],) * len(layout.hidden_sizes))
+    if auto:
+        chosen = _auto_widths(chosen)
+    parameters = count_parameters(build_student(chosen, teacher.input_shape, teacher.num_classes))
+    reason = None
+    if auto:
+        reason = (
+            f"sized from the teacher ({teacher.parameters:,} parameters): {parameters:,} "
+            f"parameters, {teacher.parameters / parameters:.1f}x fewer"
+        )
+        if parameters > budget:
+            reason += (
+                f"; the narrowest default student ({AUTO_WIDTHS[0]} units a layer) has more "
+                f"than 1/{DEFAULT_COMPRESSION} of the teacher's"
+            )
     return chosen, SizedStudent(
         max_parameters=budget,
-        compression=wanted.compression,
+        compression=float(DEFAULT_COMPRESSION) if auto else wanted.compression,
         hidden_sizes=list(chosen.hidden_sizes),
         channels=list(chosen.channels),
+        reason=reason,
     )
 
 
