@@ -101,6 +101,35 @@ class Teacher(Base):
         return list((self.inspection or {}).get("hint_candidates", []))
 
     @property
+    def modality(self) -> str | None:
+        if self.status != "ready":
+            return None
+        return str((self.inspection or {}).get("modality", "tensor"))
+
+    def _inspected(self, key: str) -> Any:
+        return (self.inspection or {}).get(key)
+
+    @property
+    def class_names(self) -> list[str] | None:
+        found = self._inspected("class_names")
+        return [str(n) for n in found] if isinstance(found, list) else None
+
+    @property
+    def input_names(self) -> list[str] | None:
+        found = self._inspected("input_names")
+        return [str(n) for n in found] if isinstance(found, list) else None
+
+    @property
+    def vocab_size(self) -> int | None:
+        found = self._inspected("vocab_size")
+        return int(found) if isinstance(found, int) else None
+
+    @property
+    def max_length(self) -> int | None:
+        found = self._inspected("max_length")
+        return int(found) if isinstance(found, int) else None
+
+    @property
     def error(self) -> dict[str, str] | None:
         if self.error_code is None:
             return None
@@ -125,6 +154,11 @@ class Dataset(Base):
     class_counts: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)
     label_column: Mapped[str | None] = mapped_column(String(255), nullable=True)
     class_names: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+
+    @property
+    def modality(self) -> str:
+        """text for text datasets (texts tokenized by the job), tensor for the rest."""
+        return "text" if self.format.startswith("text-") else "tensor"
 
 
 class Job(Base):

@@ -159,7 +159,8 @@ def _answer(teacher: Any, header: dict[str, Any], arrays: list[np.ndarray]) -> A
 
         from worker.engine.evaluation import median_latency_ms
 
-        shape = (int(header["batch"]), *teacher.input_shape)
+        rows = header.get("row_shape") or teacher.input_shape
+        shape = (int(header["batch"]), *(int(d) for d in rows))
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         ms = median_latency_ms(lambda: teacher.logits(x), repeats=int(header["repeats"]))
         return {"ok": True, "ms": ms}, []

@@ -16,6 +16,7 @@ from app.auth import TenantDep
 from app.datasets.freed_memory import release_freed_memory
 from app.datasets.parsers import DatasetRejected, ParsedDataset, parse_dataset
 from app.datasets.parsers.limits import DatasetLimits
+from app.datasets.parsers.text import TextColumns
 from app.datasets.schemas import DatasetPublic
 from app.deps import SessionDep, SettingsDep
 from app.errors import PROBLEM_RESPONSES, InvalidInput
@@ -52,6 +53,18 @@ ImageSizeForm = Annotated[
         max_length=32, description="Image archives: resize every image to WIDTHxHEIGHT, e.g. 28x28."
     ),
 ]
+TextColumnForm = Annotated[
+    str | None,
+    Form(
+        max_length=255,
+        description="Text datasets (CSV, JSONL, Parquet): the column of texts (default `text`; "
+        "a CSV or Parquet file with a `text` column, and any JSONL file, is read as text).",
+    ),
+]
+TextPairColumnForm = Annotated[
+    str | None,
+    Form(max_length=255, description="Text datasets: a second text column (sentence pairs)."),
+]
 ImageModeForm = Annotated[
     str, Form(max_length=8, description="Image archives: L (grayscale, 1 channel) or RGB (3).")
 ]
@@ -62,6 +75,14 @@ class _FormOptions:
     label_column: str | None
     image_size: str | None
     image_mode: str
+    text_column: str | None = None
+    text_pair_column: str | None = None
+
+    @property
+    def text(self) -> TextColumns | None:
+        if self.text_column is None and self.text_pair_column is None:
+            return None
+        return TextColumns(self.text_column or "text", self.text_pair_column, self.label_column)
 
 
 def _parse_and_store(
@@ -79,6 +100,7 @@ def _parse_and_store(
                 options.image_size,
                 options.image_mode,
                 DatasetLimits.from_settings(settings),
+                options.text,
             )
         except DatasetRejected as exc:
             raise InvalidInput(exc.message, field=exc.field, code="dataset_invalid") from exc
@@ -126,12 +148,22 @@ def upload_dataset(
     label_column: LabelColumnForm = None,
     image_size: ImageSizeForm = None,
     image_mode: ImageModeForm = "L",
+    text_column: TextColumnForm = None,
+    text_pair_column: TextPairColumnForm = None,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Dataset:
     filename = display_filename(file.filename, "dataset")
-    options = _FormOptions(label_column, image_size, image_mode)
+    options = _FormOptions(label_column, image_size, image_mode, text_column, text_pair_column)
     with received_file(file, settings.tmp_dir, settings.blob_chunk_bytes) as received:
-        digest = request_digest(filename, received.sha256, label_column, image_size, image_mode)
+        digest = request_digest(
+            filename,
+            received.sha256,
+            label_column,
+            image_size,
+            image_mode,
+            text_column,
+            text_pair_column,
+        )
         if idempotency_key is not None:
             first = idempotency.find(session, tenant, "datasets", idempotency_key, digest)
             if first is not None:

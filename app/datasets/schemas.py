@@ -20,7 +20,12 @@ class DatasetPublic(BaseModel):
     labeled: bool
     class_counts: dict[str, int] | None
     class_names: list[str] | None = Field(
-        default=None, description="Image archives: label i is the i-th class folder."
+        default=None,
+        description="Image archives: label i is the i-th class folder. Text datasets whose "
+        "labels are names: the names (mapped to the teacher's classes when a job is submitted).",
+    )
+    modality: Literal["tensor", "text"] = Field(
+        default="tensor", description="text: texts the job tokenizes with the teacher's tokenizer."
     )
     sha256: str
     bytes: int

@@ -56,6 +56,7 @@ class Latency(_Report):
     repeats: int
     batch_1: BatchLatency
     batch_64: BatchLatency
+    batch_32: BatchLatency | None = Field(default=None, description="Text jobs.")
 
 
 class TransferCounts(_Report):
@@ -156,7 +157,7 @@ class TransferChoice(_Report):
     data's kind ("transfer": "auto"), or off ("transfer": null)."""
 
     chosen: Literal["given", "auto", "off"]
-    data_kind: Literal["image", "signal", "tabular"] | None = None
+    data_kind: Literal["image", "signal", "tabular", "text"] | None = None
     synthesize: list[str] = []
     rows: int = Field(default=0, description="Synthesized rows, over all methods.")
     reason: str
@@ -241,6 +242,18 @@ class SearchReport(_Report):
     chosen_scratch: int | None
 
 
+class TextReport(_Report):
+    """A text job: how its texts became rows, and the student that reads them."""
+
+    max_length: int = Field(description="Tokens per row (the longest training text, capped).")
+    teacher_max_length: int
+    tokenizer_vocab: int
+    student_vocab: int = Field(description="Tokens the student keeps: those in the job's rows.")
+    student_architecture: str
+    input_names: list[str] = Field(description="Of student.onnx (int64, [batch, sequence]).")
+    reason: str | None = Field(default=None, description="For the default student: why.")
+
+
 class ValidationScores(_Report):
     """Accuracy on the job's validation rows: what the service decides on (never the test)."""
 
@@ -294,6 +307,8 @@ class JobMetrics(_Report):
     )
     int8: Int8Report | None = None
     search: SearchReport | None = None
+    modality: Literal["tensor", "text"] = "tensor"
+    text: TextReport | None = None
     warnings: list[str] = Field(
         default=[],
         description="What the user should know: a teacher or a student that "

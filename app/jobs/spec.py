@@ -39,7 +39,12 @@ AUTO_WIDTHS = (16, 512)
 
 
 class StudentConfig(_Strict):
-    architecture: Literal["mlp", "cnn"] = "mlp"
+    architecture: Literal["mlp", "cnn", "bag", "text_cnn", "bilstm", "transformer"] = Field(
+        default="mlp",
+        description="mlp or cnn for tensor teachers; for text teachers bag (mean of "
+        "embeddings), text_cnn (Kim), bilstm (Tang et al.) or transformer (a small encoder). "
+        "A text job that names no student gets a bilstm.",
+    )
     hidden_sizes: HiddenSizes | None = Field(
         default=None,
         description="The mlp's hidden layers. null (the default): sized from the teacher, two "
@@ -50,6 +55,14 @@ class StudentConfig(_Strict):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     batch_norm: bool = False
     channels: Channels = Field(default=[16, 32], description="Conv channels per block (cnn only).")
+    embedding_dim: int = Field(default=64, ge=4, le=1024, description="Text students only.")
+    max_length: int | None = Field(
+        default=None,
+        ge=4,
+        le=4096,
+        description="Text jobs: the most tokens a row keeps (default: the longest training "
+        "text, at most 128 and at most what the teacher takes).",
+    )
     normalize: bool = Field(
         default=True,
         description="Standardize inputs with statistics fitted on the training rows, baked "
@@ -125,6 +138,11 @@ class KDMethodConfig(_Strict):
         description="FitNets: before KD, a middle student layer learns (through a linear "
         "regressor) to predict this intermediate tensor of an ONNX teacher.",
     )
+    loss: Literal["kl", "mse"] = Field(
+        default="kl",
+        description="The soft term: kl (T^2 * KL of the softened outputs) or mse (squared "
+        "error of the logits, no temperature: Tang et al.'s best objective for text).",
+    )
     kd_stop_epoch: int | None = Field(
         default=None,
         ge=0,
@@ -177,7 +195,7 @@ class AssistantsConfig(_Strict):
         return self
 
 
-SynthesisMethod = Literal["mixup", "noise", "shift", "vae"]
+SynthesisMethod = Literal["mixup", "noise", "shift", "vae", "mask", "ngram", "swap"]
 
 
 class TransferConfig(_Strict):
@@ -190,7 +208,9 @@ class TransferConfig(_Strict):
         "scaled per feature (noise_sigma x the feature's std); shift: moves by up to "
         "shift_pixels along the spatial axes (Hinton's jitter); vae: target inputs decoded by "
         "the job's cross-domain VAE (cross_domain.phi = 'vae') from samples near the training "
-        "rows. Several may be combined."
+        "rows. Text teachers: mask (tokens become the mask token), ngram (a window of 1-5 "
+        "tokens), swap (tokens swapped for tokens seen elsewhere), after Tang et al. Several "
+        "may be combined."
     )
     size: int = Field(default=50_000, ge=1, le=5_000_000, description="Rows per method.")
     seed: Seed = 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from typing import Any
 
 from sqlalchemy import func, select
@@ -23,6 +24,11 @@ from app.jobs.spec import (
     VaePhi,
 )
 from app.jobs.state import ACTIVE
+from app.jobs.text_validation import (
+    check_text_job,
+    matches_text_teacher,
+    tensor_data_for_tensor_teacher,
+)
 from app.models import Dataset, Job, Teacher
 from app.settings import Settings
 
@@ -40,6 +46,8 @@ class TeacherView:
     num_classes: int
     parameters: int
     hint_candidates: list[str]
+    modality: str = "tensor"
+    class_names: list[str] = dataclass_field(default_factory=list)
 
     @classmethod
     def of(cls, teacher: Teacher) -> TeacherView:
@@ -51,6 +59,8 @@ class TeacherView:
             num_classes=teacher.num_classes,
             parameters=teacher.parameters or 0,
             hint_candidates=teacher.hint_candidates,
+            modality=teacher.modality or "tensor",
+            class_names=teacher.class_names or [],
         )
 
 
@@ -64,6 +74,10 @@ def dataset(session: Session, field: str, dataset_id: str, tenant: str) -> Datas
 def _matches_teacher(
     field: str, data: Dataset, teacher: TeacherView, labels_matter: bool = True
 ) -> None:
+    if teacher.modality == "text":
+        matches_text_teacher(field, data, teacher, labels_matter)
+        return
+    tensor_data_for_tensor_teacher(field, data, teacher)
     if list(data.feature_shape) != teacher.input_shape:
         raise InvalidInput(
             f"dataset {data.id} has feature shape {data.feature_shape} but teacher "
@@ -407,6 +421,7 @@ def validate_submission(
     train = _datasets(session, spec, teacher, tenant)
     _splittable(spec, train)
     _transfer(session, spec, teacher, train, tenant)
+    check_text_job(spec, teacher)
     _method(spec, teacher, train)
     _search(spec)
     check_job_memory(session, spec, teacher, settings)

@@ -39,3 +39,16 @@ class TeacherPublic(BaseModel):
         default_factory=list,
         description="Intermediate tensors a FitNets hint can use (ONNX teachers).",
     )
+    modality: Literal["tensor", "text"] | None = Field(
+        default=None, description="text: a text classifier (a zip of a model folder)."
+    )
+    class_names: list[str] | None = Field(
+        default=None, description="Text teachers: the classes, in class-id order (id2label)."
+    )
+    input_names: list[str] | None = Field(
+        default=None, description="Text teachers: input_ids, attention_mask (token_type_ids)."
+    )
+    vocab_size: int | None = Field(default=None, description="Text teachers: the tokenizer's.")
+    max_length: int | None = Field(
+        default=None, description="Text teachers: the longest sequence the model takes."
+    )

@@ -8,14 +8,30 @@ from typing import Literal
 
 
 @dataclass(frozen=True)
+class TextVocabulary:
+    """A text student's vocabulary: the teacher's token ids it keeps (those in the job's
+    data), out of the teacher's vocabulary size."""
+
+    kept: tuple[int, ...]
+    teacher_vocab: int
+
+
+@dataclass(frozen=True)
 class StudentSpec:
-    architecture: Literal["mlp", "cnn"]
+    architecture: Literal["mlp", "cnn", "bag", "text_cnn", "bilstm", "transformer"]
     hidden_sizes: tuple[int, ...]
     dropout: float
     batch_norm: bool
     channels: tuple[int, ...]
     # Standardize inputs with statistics of the training rows, inside the model (and ONNX).
     normalize: bool
+    # Text students: the embedding width and the vocabulary (the plan sets it from the data).
+    embedding_dim: int = 64
+    vocabulary: TextVocabulary | None = None
+
+    @property
+    def reads_text(self) -> bool:
+        return self.architecture in ("bag", "text_cnn", "bilstm", "transformer")
 
 
 @dataclass(frozen=True)
@@ -30,6 +46,8 @@ class KDMethod:
     # how many epochs.
     hint_output: str | None
     hint_epochs: int
+    # "kl": Hinton's softened KL; "mse": squared error on the logits (Tang et al., for text).
+    loss: Literal["kl", "mse"] = "kl"
 
 
 @dataclass(frozen=True)

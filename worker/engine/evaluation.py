@@ -120,13 +120,31 @@ def median_latency_ms(run: Callable[[], Any], repeats: int = 30, warmup: int = 3
     return statistics.median(times)
 
 
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def latency_feed(session: Any, input_shape: tuple[int, ...], batch: int) -> dict[str, np.ndarray]:
+    """Inputs of `batch` rows for a model: random floats, or for a text model (inputs
+    input_ids, attention_mask, ...) random token ids of input_shape[-1] tokens."""
+    rng = np.random.default_rng(0)
+    names = [i.name for i in session.get_inputs()]
+    if names and all(n in TEXT_INPUTS for n in names):
+        length = input_shape[-1]
+        feed = {
+            "input_ids": rng.integers(1, 100, (batch, length)).astype(np.int64),
+            "attention_mask": np.ones((batch, length), np.int64),
+            "token_type_ids": np.zeros((batch, length), np.int64),
+        }
+        return {n: feed[n] for n in names}
+    return {names[0]: rng.standard_normal((batch, *input_shape)).astype(np.float32)}
+
+
 def onnx_latency_ms(path: Path, input_shape: tuple[int, ...], batch: int) -> float:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
-    return median_latency_ms(lambda: session.run(None, {name: x}))
+    feed = latency_feed(session, input_shape, batch)
+    return median_latency_ms(lambda: session.run(None, feed))
 
 
 def teacher_latency_ms(

@@ -39,6 +39,7 @@ def kd_loss_rows(
     alpha: float,
     has_unlabeled: bool = True,
     per_row: bool = True,
+    objective: str = "kl",
 ) -> tuple[KDLoss, torch.Tensor | None]:
     """kd_loss, plus the per-row soft term (to report labeled and transfer rows apart).
 
@@ -50,7 +51,13 @@ def kd_loss_rows(
     no row is unlabeled says so with has_unlabeled=False. With per_row=False the soft term
     is one fused KL over the batch and no per-row terms are returned (fewer ops per step)."""
     soft_rows: torch.Tensor | None = None
-    if alpha == 1:  # hard labels only (the scratch baseline): no need for the soft term
+    if objective == "mse" and alpha != 1:
+        # Tang et al.'s objective for text: the logits themselves, no temperature.
+        soft_rows = ((student_logits - teacher_logits) ** 2).mean(dim=1)
+        soft = soft_rows.mean()
+        if not per_row:
+            soft_rows = None
+    elif alpha == 1:  # hard labels only (the scratch baseline): no need for the soft term
         soft = torch.zeros((), device=student_logits.device)
         if per_row:
             soft_rows = torch.zeros(len(student_logits), device=student_logits.device)

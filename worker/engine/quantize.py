@@ -11,6 +11,9 @@ from typing import Literal
 
 import numpy as np
 
+from worker.engine.evaluation import TEXT_INPUTS, latency_feed
+from worker.engine.text.export import text_feeds
+
 Mode = Literal["dynamic", "static"]
 CALIBRATION_ROWS = 512
 CALIBRATION_BATCH = 64
@@ -29,6 +32,8 @@ class Int8Student:
 
 
 def mode_for(architecture: str) -> Mode:
+    """Static (calibrated) for convolutions over images and signals; dynamic for the rest,
+    text students included (their inputs are token ids, not activations to calibrate)."""
     return "static" if architecture == "cnn" else "dynamic"
 
 
@@ -76,8 +81,8 @@ def quantize_student(fp32: Path, out: Path, mode: Mode, calibration: np.ndarray)
                 per_channel=True,
             )
         session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-        probe = np.zeros((2, *session.get_inputs()[0].shape[1:]), dtype=np.float32)
-        session.run(None, {session.get_inputs()[0].name: probe})
+        shape = tuple(d if isinstance(d, int) else 8 for d in session.get_inputs()[0].shape[1:])
+        session.run(None, latency_feed(session, shape, 2))
     except Exception as exc:
         out.unlink(missing_ok=True)
         raise QuantizationFailed(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
@@ -90,10 +95,14 @@ def onnx_logits(path: Path, x: np.ndarray, batch: int = 1024) -> np.ndarray:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    parts = [
-        session.run(None, {name: np.ascontiguousarray(x[i : i + batch], dtype=np.float32)})[0]
-        for i in range(0, len(x), batch)
-    ]
+    names = [i.name for i in session.get_inputs()]
+    text = all(n in TEXT_INPUTS for n in names)
+
+    def feed(rows: np.ndarray) -> dict[str, np.ndarray]:
+        if text:
+            return text_feeds(rows, names)
+        return {names[0]: np.ascontiguousarray(rows, dtype=np.float32)}
+
+    parts = [session.run(None, feed(x[i : i + batch]))[0] for i in range(0, len(x), batch)]
     values: np.ndarray = np.concatenate(parts)
     return values

@@ -89,6 +89,21 @@ def build_student(
         body = _mlp(spec, input_shape, num_classes)
     elif spec.architecture == "cnn":
         body = _cnn(spec, input_shape, num_classes)
+    elif spec.reads_text:
+        from worker.engine.text.students import TextStudent
+
+        if spec.vocabulary is None:
+            raise ValueError("a text student needs its vocabulary")
+        hidden = spec.hidden_sizes[0] if spec.hidden_sizes else 64
+        return TextStudent(
+            spec.architecture,
+            spec.vocabulary.kept,
+            spec.vocabulary.teacher_vocab,
+            spec.embedding_dim,
+            hidden,
+            num_classes,
+            spec.dropout,
+        )
     else:
         raise ValueError(f"unknown student architecture {spec.architecture!r}")
     if standardization is None:

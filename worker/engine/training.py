@@ -201,6 +201,7 @@ def _epoch(
             alpha,
             has_unlabeled=transfer_rows > 0,
             per_row=transfer_rows > 0,
+            objective=config.method.loss,
         )
         run.optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(loss.total)

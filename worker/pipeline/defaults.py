@@ -8,7 +8,8 @@ methods suited to the data's kind, sized to the labeled set and capped by a sett
 
 - images ((C, H, W) or (H, W) rows) and signals (1-D rows whose neighbouring features move
   together) get `shift` and `mixup`;
-- tabular rows (anything else) get `mixup` and `noise` at a quarter of each feature's std.
+- tabular rows (anything else) get `mixup` and `noise` at a quarter of each feature's std;
+- text rows get `mask`, `swap` and `ngram` (Tang et al.).
 
 `"transfer": null` turns this off; a `transfer` object or `transfer_dataset_ids` are the
 user's choice and are kept as given."""
@@ -23,7 +24,7 @@ import numpy as np
 from app.jobs.metrics import TransferChoice
 from app.jobs.spec import JobSpec, TransferConfig
 
-DataKind = Literal["image", "signal", "tabular"]
+DataKind = Literal["image", "signal", "tabular", "text"]
 
 # Teacher-labelled rows per labeled row, and the fewest a default set has.
 ROWS_PER_LABELED_ROW = 20
@@ -66,7 +67,9 @@ def auto_rows(labeled_rows: int, max_rows: int) -> int:
     return max(0, min(max_rows, max(MIN_AUTO_ROWS, ROWS_PER_LABELED_ROW * labeled_rows)))
 
 
-def choose_transfer(spec: JobSpec, x_train: np.ndarray, max_rows: int) -> ChosenTransfer:
+def choose_transfer(
+    spec: JobSpec, x_train: np.ndarray, max_rows: int, text: bool = False
+) -> ChosenTransfer:
     if spec.transfer is None:
         return ChosenTransfer(None, TransferChoice(chosen="off", reason="the job asked for none"))
     if isinstance(spec.transfer, TransferConfig):
@@ -83,10 +86,14 @@ def choose_transfer(spec: JobSpec, x_train: np.ndarray, max_rows: int) -> Chosen
     if spec.transfer_dataset_ids:
         reason = "the job names unlabeled transfer datasets, so nothing is synthesized"
         return ChosenTransfer(None, TransferChoice(chosen="auto", reason=reason))
-    kind = data_kind(x_train)
-    methods: list[Literal["mixup", "noise", "shift"]] = (
-        ["shift", "mixup"] if kind in ("image", "signal") else ["mixup", "noise"]
-    )
+    kind: DataKind = "text" if text else data_kind(x_train)
+    methods: list[Literal["mixup", "noise", "shift", "mask", "ngram", "swap"]]
+    if kind == "text":
+        methods = ["mask", "swap", "ngram"]
+    elif kind in ("image", "signal"):
+        methods = ["shift", "mixup"]
+    else:
+        methods = ["mixup", "noise"]
     rows = auto_rows(len(x_train), max_rows)
     if rows < len(methods):
         reason = f"DISTILLERY_AUTO_TRANSFER_MAX_ROWS is {max_rows}: nothing is synthesized"
@@ -97,7 +104,9 @@ def choose_transfer(spec: JobSpec, x_train: np.ndarray, max_rows: int) -> Chosen
         seed=spec.training.seed,
         noise_sigma=TABULAR_NOISE_SIGMA,
     )
-    described = {"image": "image", "signal": "1-D signal", "tabular": "tabular"}[kind]
+    described = {"image": "image", "signal": "1-D signal", "tabular": "tabular", "text": "text"}[
+        kind
+    ]
     reason = (
         f"{described} rows: {' and '.join(methods)}, {ROWS_PER_LABELED_ROW} teacher-labelled "
         f"rows per labeled row (at least {MIN_AUTO_ROWS:,}, at most {max_rows:,}); without "

@@ -16,6 +16,7 @@ from app.jobs.metrics import (
     JobMetrics,
     SearchReport,
     StudentReport,
+    TextReport,
     TransferCounts,
     TransferSpecReport,
 )
@@ -92,6 +93,8 @@ def job_metrics(
         recommendation=recommendation,
         int8=exported.int8,
         search=search_report(plan, result),
+        modality="text" if plan.text is not None else "tensor",
+        text=text_report(plan),
         warnings=warnings,
     )
 
@@ -169,4 +172,20 @@ def search_report(plan: TrainingPlan, result: MethodResult) -> SearchReport | No
         candidates=rows,
         chosen_student=chosen["student"],
         chosen_scratch=chosen.get("scratch"),
+    )
+
+
+def text_report(plan: TrainingPlan) -> TextReport | None:
+    text, student = plan.text, plan.config.student
+    if text is None or student.vocabulary is None:
+        return None
+    return TextReport(
+        max_length=text.length,
+        teacher_max_length=text.max_length,
+        tokenizer_vocab=text.encoder.vocab_size,
+        student_vocab=len(student.vocabulary.kept),
+        student_architecture=student.architecture,
+        input_names=["input_ids", "attention_mask"]
+        + (["token_type_ids"] if text.token_types else []),
+        reason=plan.student_note,
     )

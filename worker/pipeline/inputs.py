@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -18,6 +20,7 @@ from app.storage import cached_blob
 from worker.engine import ArraySplit, Splits, random_split, stratified_split
 from worker.pipeline.context import JobRun
 from worker.pipeline.errors import JobInputError
+from worker.pipeline.text import TextSetup, text_loader, text_setup, with_length
 
 HELD_OUT_FRACTION = 0.15
 
@@ -28,6 +31,11 @@ class TeacherFile:
     path: Path
     output_name: str
     output_kind: str
+    details: dict[str, Any] = field(default_factory=dict)  # what inspection found
+
+    @property
+    def reads_text(self) -> bool:
+        return self.details.get("modality") == "text"
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class JobInputs:
     files: JobFiles
     splits: Splits
     split: SplitReport
+    text: TextSetup | None = None  # text jobs: the teacher's tokenizer and the rows' length
 
 
 class _Fetcher:
@@ -80,7 +89,13 @@ def fetch(spec: JobSpec, cache: Path) -> JobFiles:
     with session_scope() as session:
         get = _Fetcher(session, cache)
         teachers = [
-            TeacherFile(row.id, get.blob(row.blob_id), row.output_name or "", row.output_kind or "")
+            TeacherFile(
+                row.id,
+                get.blob(row.blob_id),
+                row.output_name or "",
+                row.output_kind or "",
+                dict(row.inspection or {}),
+            )
             for row in map(get.teacher, spec.teachers.ids)
         ]
         cross = spec.cross_domain
@@ -113,11 +128,16 @@ def _parts(y: np.ndarray | None, rows: int, val: float, test: float, seed: int) 
     return list(random_split(rows, fractions, seed))
 
 
-def build_splits(files: JobFiles, seed: int) -> tuple[Splits, SplitReport]:
+Loader = Callable[[Path], tuple[np.ndarray, np.ndarray | None]]
+
+
+def build_splits(
+    files: JobFiles, seed: int, load: Loader = load_arrays
+) -> tuple[Splits, SplitReport]:
     """Use the given held-out datasets; carve what is missing out of train, stratified."""
-    x, y = load_arrays(files.train)
-    given_val = ArraySplit(*load_arrays(files.validation)) if files.validation else None
-    given_test = ArraySplit(*load_arrays(files.test)) if files.test else None
+    x, y = load(files.train)
+    given_val = ArraySplit(*load(files.validation)) if files.validation else None
+    given_test = ArraySplit(*load(files.test)) if files.test else None
     val = HELD_OUT_FRACTION if given_val is None else 0.0
     test = HELD_OUT_FRACTION if given_test is None else 0.0
     method, fractions = None, None
@@ -151,8 +171,16 @@ def build_splits(files: JobFiles, seed: int) -> tuple[Splits, SplitReport]:
 def inputs(run: JobRun) -> JobInputs:
     run.stage("loading")
     files = fetch(run.spec, run.settings.resolved_cache_dir)
-    splits, split = build_splits(files, run.spec.training.seed)
+    text: TextSetup | None = None
+    load: Loader = load_arrays
+    if files.teachers[0].reads_text:
+        first = files.teachers[0]
+        text = with_length(
+            text_setup(first.path, first.details, run.workdir), run.spec, files.train
+        )
+        load = text_loader(text)
+    splits, split = build_splits(files, run.spec.training.seed, load)
     run.update(split=split.model_dump(mode="json", exclude_none=True))
     if len(splits.test.x) == 0 or len(splits.validation.x) == 0:
         raise JobInputError("the held-out split is empty; upload more rows", "split_empty")
-    return JobInputs(files=files, splits=splits, split=split)
+    return JobInputs(files=files, splits=splits, split=split, text=text)

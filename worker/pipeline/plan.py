@@ -37,11 +37,13 @@ from worker.engine import (
 )
 from worker.engine.methods.registry import SearchSettings
 from worker.engine.search import StudentShape
+from worker.engine.text.synthesis import TEXT_METHODS, synthesize_text
 from worker.pipeline.context import JobRun
 from worker.pipeline.defaults import ChosenTransfer, choose_transfer
 from worker.pipeline.errors import JobInputError
 from worker.pipeline.inputs import JobInputs
 from worker.pipeline.teacher import JobTeachers
+from worker.pipeline.text import TextSetup, text_loader, text_student
 
 
 def engine_student(student: StudentConfig) -> StudentSpec:
@@ -62,6 +64,7 @@ def engine_method(method: KDMethodConfig) -> KDMethod:
         kd_stop_epoch=method.kd_stop_epoch,
         hint_output=method.hint.teacher_output if method.hint else None,
         hint_epochs=method.hint.epochs if method.hint else 0,
+        loss=method.loss,
     )
 
 
@@ -106,6 +109,8 @@ class TrainingPlan:
     splits: Splits  # with the transfer rows
     transfer: ChosenTransfer
     search: SearchSettings | None = None
+    student_note: str | None = None  # text jobs: how the default student was chosen
+    text: TextSetup | None = None  # text jobs: the tokenizer and the rows' length
     sized: SizedStudent | None = None
     assistants: tuple[StudentSpec, ...] = ()
 
@@ -180,12 +185,20 @@ def transfer_rows(
     if not inputs.files.transfer and chosen.config is None:
         return ()
     run.stage("transfer_set")
-    parts = [TransferRows(source=i, x=load_arrays(path)[0]) for i, path in inputs.files.transfer]
+    load = text_loader(inputs.text) if inputs.text is not None else load_arrays
+    parts = [TransferRows(source=i, x=load(path)[0]) for i, path in inputs.files.transfer]
     generator = mapping if isinstance(mapping, VaeMapping) else None
+    train = inputs.splits.train.x
     for synthesis in synthesis_specs(chosen.config) if chosen.config is not None else []:
         if synthesis.method == "vae" and generator is None:
             raise JobInputError("'vae' synthesis needs cross_domain.phi = 'vae'", "vae_required")
-        rows = synthesize(inputs.splits.train.x, synthesis, generator)
+        if synthesis.method in TEXT_METHODS:
+            if inputs.text is None:
+                raise JobInputError(f"{synthesis.method!r} synthesis makes text", "text_required")
+            special = inputs.text.encoder.special
+            rows = synthesize_text(train, synthesis.method, synthesis.size, synthesis.seed, special)
+        else:
+            rows = synthesize(train, synthesis, generator)
         parts.append(TransferRows(source=synthesis.method, x=rows))
     return tuple(parts)
 
@@ -214,15 +227,23 @@ def search_plan(
 
 def plan(run: JobRun, inputs: JobInputs, found: JobTeachers) -> TrainingPlan:
     spec, teacher = run.spec, found.teacher
-    student, sized = student_plan(spec, teacher)
-    chosen = choose_transfer(spec, inputs.splits.train.x, run.settings.auto_transfer_max_rows)
+    max_rows = run.settings.auto_transfer_max_rows
+    chosen = choose_transfer(spec, inputs.splits.train.x, max_rows, text=inputs.text is not None)
     splits = replace(inputs.splits, transfer=transfer_rows(run, inputs, found.mapping, chosen))
+    note = None
+    if inputs.text is not None:
+        student, note = text_student(spec, splits, inputs.text)
+        sized: SizedStudent | None = None
+    else:
+        student, sized = student_plan(spec, teacher)
     return TrainingPlan(
         method=method_name(spec),
         config=engine_config(spec, student),
         splits=splits,
         transfer=chosen,
         search=search_plan(spec, teacher, sized),
+        student_note=note,
+        text=inputs.text,
         sized=sized,
         assistants=assistant_plan(spec.assistants, student, teacher) if spec.assistants else (),
     )

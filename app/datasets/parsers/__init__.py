@@ -34,6 +34,7 @@ from app.datasets.parsers.images import (
 from app.datasets.parsers.labels import LabelFile, LabelsRejected, summarize, write_int64
 from app.datasets.parsers.limits import MAX_ROWS, DatasetLimits, over
 from app.datasets.parsers.parquet import PARQUET_MAGIC, TableError, read_parquet
+from app.datasets.parsers.text import TextColumns, TextRejected, detect_text, parse_text
 from app.datasets.parsers.zipdirectory import read_directory
 
 MAX_COMPRESSION_RATIO = 1000
@@ -64,12 +65,12 @@ class DatasetRejected(Exception):
 
 @dataclass(frozen=True)
 class ParsedDataset:
-    format: str  # "npz" | "csv" | "parquet" | "images"
+    format: str  # "npz" | "csv" | "parquet" | "images" | "text-csv" | "text-jsonl" | "text-parquet"
     rows: int
-    feature_shape: tuple[int, ...]  # without the row dimension
-    num_classes: int | None  # max label + 1; None when unlabeled
+    feature_shape: tuple[int, ...]  # without the row dimension; () for text
+    num_classes: int | None  # max label + 1 (text with named labels: their number); None unlabeled
     labeled: bool
-    class_counts: dict[int, int] | None
+    class_counts: dict[int, int] | dict[str, int] | None
     canonical_path: Path
     class_names: list[str] | None = None  # images: label i is the i-th class folder
 
@@ -541,6 +542,42 @@ def _read_any(
     raise _reject("the file is neither an NPZ archive nor UTF-8 CSV text")
 
 
+def _parse_text_upload(
+    path: Path,
+    filename: str,
+    out_dir: Path,
+    text: TextColumns | None,
+    label_column: str | None,
+    limits: DatasetLimits,
+) -> ParsedDataset | None:
+    """A text dataset (app/datasets/parsers/text.py), or None when the upload is not one."""
+    with path.open("rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    if not head or head.startswith(_ZIP_MAGICS) or head.startswith(_NPY_MAGIC):
+        return None
+    fmt = detect_text(path, filename, head, text is not None, limits)
+    if fmt is None:
+        return None
+    given = text or TextColumns()
+    columns = TextColumns(given.text, given.pair, label_column)
+    try:
+        parsed = parse_text(
+            path, fmt, out_dir, columns, limits, decoded_budget(path.stat().st_size, limits)
+        )
+    except TextRejected as exc:
+        raise DatasetRejected(exc.field, exc.message) from exc
+    return ParsedDataset(
+        format=parsed.format,
+        rows=parsed.rows,
+        feature_shape=(),
+        num_classes=parsed.num_classes,
+        labeled=parsed.labeled,
+        class_counts=parsed.class_counts,
+        canonical_path=parsed.canonical_path,
+        class_names=parsed.class_names,
+    )
+
+
 def parse_dataset(
     path: Path,
     filename: str,
@@ -549,6 +586,7 @@ def parse_dataset(
     image_size: str | None = None,
     image_mode: str = "L",
     limits: DatasetLimits | None = None,
+    text: TextColumns | None = None,
 ) -> ParsedDataset:
     """Check an uploaded dataset and write it to `out_dir` as an uncompressed NPZ holding
     `x` (float32, (N, *feature_shape)) and, when labeled, `y` (int64, (N,)).
@@ -558,6 +596,9 @@ def parse_dataset(
     at a time; labels too."""
     limits = limits or DatasetLimits()
     out_dir.mkdir(parents=True, exist_ok=True)
+    found_text = _parse_text_upload(path, filename, out_dir, text, label_column, limits)
+    if found_text is not None:
+        return found_text
     work = Path(tempfile.mkdtemp(dir=out_dir, prefix=".work-"))
     try:
         fmt, found, class_names, where = _read_any(

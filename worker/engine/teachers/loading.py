@@ -34,6 +34,11 @@ def sniff_format(path: Path) -> str:
             raise TeacherRejected("the file is a damaged zip archive; " + EXPORT_ADVICE)
         if any(n.endswith("archive_format") for n in names):
             return "pt2"
+        from worker.engine.teachers.text import text_layout
+
+        layout = text_layout(names)
+        if layout is not None:
+            return f"text-{layout}"
         if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
             raise TeacherRejected(
                 "this file is a TorchScript archive; TorchScript is deprecated and carries "
@@ -65,6 +70,10 @@ def load_teacher(path: Path) -> Teacher:
     teacher: Teacher
     if fmt == "pt2":
         teacher = Pt2Teacher(path)
+    elif fmt.startswith("text-"):
+        from worker.engine.teachers.text import load_text_teacher
+
+        teacher = load_text_teacher(path, fmt.removeprefix("text-"))
     else:
         from worker.engine.teachers.onnx import OnnxTeacher
 
