@@ -379,6 +379,36 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def cmd_score(client: Client, args: argparse.Namespace) -> int:
+    from distillery.textscore import ScoringUnavailable, class_names, score_texts
+
+    texts = list(args.text)
+    if args.file:
+        texts += [
+            line.rstrip("\n")
+            for line in Path(args.file).read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+    if not texts:
+        errors.print("give texts to score, or --file", markup=False)
+        return 2
+    try:
+        names = class_names(Path(args.metrics)) if args.metrics else None
+        scored = score_texts(Path(args.model), Path(args.tokenizer), texts, args.max_length, names)
+    except ScoringUnavailable as exc:
+        errors.print(str(exc), markup=False, highlight=False)
+        return 2
+    if getattr(args, "json", False):
+        _print_json([s.__dict__ for s in scored])
+        return 0
+    for s in scored:
+        shown = s.name if s.name is not None else str(s.label)
+        console.print(
+            f"{shown}\t{max(s.probabilities):.3f}\t{s.text}", markup=False, highlight=False
+        )
+    return 0
+
+
 def _upload_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     teachers = groups.add_parser("teachers", help="upload teachers").add_subparsers(
         dest="command", required=True
@@ -475,6 +505,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     _upload_commands(groups)
     _job_commands(groups)
+    score = groups.add_parser("score", help="score texts with a downloaded text student")
+    _json_flag(score)
+    score.add_argument("model", help="the job's student.onnx")
+    score.add_argument("tokenizer", help="the job's tokenizer.json")
+    score.add_argument("text", nargs="*", help="texts to score")
+    score.add_argument("--file", help="a file of texts, one a line")
+    score.add_argument("--metrics", help="the job's metrics.json, to print class names")
+    score.add_argument("--max-length", type=int, default=128, help="tokens kept a text")
+    score.set_defaults(handler=cmd_score)
     return parser
 
 

@@ -29,6 +29,11 @@ class Teacher(TypedDict):
     output_name: str | None
     output_kind: Literal["logits", "probabilities"] | None
     hint_candidates: list[str]
+    modality: Literal["tensor", "text"] | None
+    class_names: list[str] | None
+    input_names: list[str] | None
+    vocab_size: int | None
+    max_length: int | None
 
 
 class Dataset(TypedDict):
@@ -43,6 +48,7 @@ class Dataset(TypedDict):
     labeled: bool
     class_counts: dict[str, int] | None
     class_names: list[str] | None
+    modality: Literal["tensor", "text"]
     sha256: str
     bytes: int
 
@@ -86,6 +92,7 @@ class Latency(TypedDict):
     repeats: int
     batch_1: BatchLatency
     batch_64: BatchLatency
+    batch_32: BatchLatency | None
 
 
 class EpochMetrics(TypedDict):
@@ -150,11 +157,13 @@ class SizedStudent(TypedDict):
 
 
 class StudentReport(TypedDict):
-    architecture: Literal["mlp", "cnn"]
+    architecture: Literal["mlp", "cnn", "bag", "text_cnn", "bilstm", "transformer"]
     hidden_sizes: list[int] | None
     dropout: float
     batch_norm: bool
     channels: list[int]
+    embedding_dim: int
+    max_length: int | None
     normalize: bool
     max_parameters: int | None
     compression: float | None
@@ -173,6 +182,7 @@ class KDMethodConfig(TypedDict):
     temperature: float
     alpha: float
     hint: HintConfig | None
+    loss: Literal["kl", "mse"]
     kd_stop_epoch: int | None
 
 
@@ -198,7 +208,8 @@ class TransferConfig(TypedDict):
     """Inputs the service makes from the training rows; the teacher labels them once."""
 
     synthesize: (
-        Literal["mixup", "noise", "shift", "vae"] | list[Literal["mixup", "noise", "shift", "vae"]]
+        Literal["mixup", "noise", "shift", "vae", "mask", "ngram", "swap"]
+        | list[Literal["mixup", "noise", "shift", "vae", "mask", "ngram", "swap"]]
     )
     size: int
     seed: int
@@ -211,7 +222,7 @@ class TransferChoice(TypedDict):
     """How the job's transfer set was decided: as given, by the service's default for the"""
 
     chosen: Literal["given", "auto", "off"]
-    data_kind: Literal["image", "signal", "tabular"] | None
+    data_kind: Literal["image", "signal", "tabular", "text"] | None
     synthesize: list[str]
     rows: int
     reason: str
@@ -310,6 +321,19 @@ class SearchReport(TypedDict):
     chosen_scratch: int | None
 
 
+class TextReport(TypedDict):
+    """A text job: how its texts became rows, and the student that reads them."""
+
+    max_length: int
+    teacher_max_length: int
+    tokenizer_vocab: int
+    student_vocab: int
+    student_architecture: str
+    input_names: list[str]
+    class_names: list[str]
+    reason: str | None
+
+
 class JobMetrics(TypedDict):
     teacher_accuracy: float | None
     student_accuracy: float | None
@@ -345,6 +369,8 @@ class JobMetrics(TypedDict):
     recommendation: Recommendation | None
     int8: Int8Report | None
     search: SearchReport | None
+    modality: Literal["tensor", "text"]
+    text: TextReport | None
     warnings: list[str]
 
 
@@ -363,11 +389,13 @@ class JobError(TypedDict):
 
 
 class StudentConfig(TypedDict):
-    architecture: Literal["mlp", "cnn"]
+    architecture: Literal["mlp", "cnn", "bag", "text_cnn", "bilstm", "transformer"]
     hidden_sizes: list[int] | None
     dropout: float
     batch_norm: bool
     channels: list[int]
+    embedding_dim: int
+    max_length: int | None
     normalize: bool
     max_parameters: int | None
     compression: float | None

@@ -251,6 +251,7 @@ class TextReport(_Report):
     student_vocab: int = Field(description="Tokens the student keeps: those in the job's rows.")
     student_architecture: str
     input_names: list[str] = Field(description="Of student.onnx (int64, [batch, sequence]).")
+    class_names: list[str] = Field(description="The teacher's classes, in class-id order.")
     reason: str | None = Field(default=None, description="For the default student: why.")
 
 

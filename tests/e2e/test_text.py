@@ -6,6 +6,8 @@ onnxruntime with the delivered tokenizer.json. Uploads that would run code are r
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +129,29 @@ def test_the_default_text_job_delivers_a_drop_in_student(
     assert accuracy > 0.4  # four classes: well above chance
     report = service.client.get(f"/v1/jobs/{job['id']}/artifacts/report.html").text
     assert "distilled student" in report
+    # The CLI scores texts with the downloaded student, naming the teacher's classes.
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    scored = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distillery.cli",
+            "score",
+            str(tmp_path / "student.onnx"),
+            str(tmp_path / "tokenizer.json"),
+            *task.texts[:5],
+            "--metrics",
+            str(tmp_path / "metrics.json"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = json.loads(scored.stdout)
+    assert [r["text"] for r in rows] == task.texts[:5]
+    assert all(r["name"] in CLASS_NAMES and abs(sum(r["probabilities"]) - 1) < 1e-4 for r in rows)
+    assert [r["label"] for r in rows] == logits[:5].argmax(1).tolist()
 
 
 def _refused(service: Service, path: Path, words: str) -> None:

@@ -187,5 +187,6 @@ def text_report(plan: TrainingPlan) -> TextReport | None:
         student_architecture=student.architecture,
         input_names=["input_ids", "attention_mask"]
         + (["token_type_ids"] if text.token_types else []),
+        class_names=text.class_names,
         reason=plan.student_note,
     )

@@ -42,6 +42,28 @@ def _feeds(rows: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
     return {name: feed[name] for name in names}
 
 
+def _max_difference(model: nn.Module, path: Path, sample: np.ndarray, names: list[str]) -> float:
+    """onnxruntime against PyTorch at batch sizes 1 and 7, at the rows' length and half it."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    length = sample.shape[2]
+    for rows in CHECK_BATCHES:
+        for cut in sorted({length, max(2, length // 2)}):
+            part = sample[:rows, :, :cut]
+            if len(part) < rows:
+                part = np.resize(part, (rows, *part.shape[1:]))
+            feed = _feeds(part, names)
+            got = session.run(None, feed)[0]
+            with torch.no_grad():
+                want = model(*(torch.from_numpy(feed[n]) for n in names)).numpy()
+            if got.shape != want.shape or not np.isfinite(got).all():
+                raise ExportCheckFailed(f"ONNX output {got.shape} != PyTorch {want.shape}")
+            worst = max(worst, float(np.abs(got - want).max()))
+    return worst
+
+
 def export_text_onnx(
     student: nn.Module,
     path: Path,
@@ -50,7 +72,6 @@ def export_text_onnx(
     tolerance: float = 1e-4,
 ) -> OnnxExport:
     import onnx
-    import onnxruntime as ort
 
     model: _TextEntry = (_TextEntryWithTypes if token_type_ids else _TextEntry)(
         student.eval().cpu()
@@ -89,21 +110,7 @@ def export_text_onnx(
             dynamo=False,
         )
     onnx.checker.check_model(onnx.load(str(path)))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    worst = 0.0
-    length = sample.shape[2]
-    for rows in CHECK_BATCHES:
-        for cut in sorted({length, max(2, length // 2)}):
-            part = sample[:rows, :, :cut]
-            if len(part) < rows:
-                part = np.resize(part, (rows, *part.shape[1:]))
-            feed = _feeds(part, names)
-            got = session.run(None, feed)[0]
-            with torch.no_grad():
-                want = model(*(torch.from_numpy(feed[n]) for n in names)).numpy()
-            if got.shape != want.shape or not np.isfinite(got).all():
-                raise ExportCheckFailed(f"ONNX output {got.shape} != PyTorch {want.shape}")
-            worst = max(worst, float(np.abs(got - want).max()))
+    worst = _max_difference(model, path, sample, names)
     if worst > tolerance:
         raise ExportCheckFailed(f"ONNX output differs from PyTorch by {worst:.3g}")
     proto = onnx.load(str(path))

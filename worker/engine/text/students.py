@@ -25,6 +25,18 @@ def vocabulary_map(kept: tuple[int, ...], teacher_vocab: int) -> np.ndarray:
     return mapping
 
 
+def _reversal(mask: torch.Tensor) -> torch.Tensor:
+    """Per row, the positions of its tokens reversed, then its padding as it was:
+    index[b, t] = length_b - 1 - t for t < length_b, else t (its own inverse)."""
+    length = mask.sum(1, keepdim=True).long()
+    positions = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0).expand_as(mask).long()
+    return torch.where(positions < length, length - 1 - positions, positions)
+
+
+def _gather_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return values.gather(1, index.unsqueeze(-1).expand(-1, -1, values.shape[2]))
+
+
 class TextStudent(nn.Module):
     vocabulary: torch.Tensor  # a buffer: teacher token id -> the student's
 
@@ -51,7 +63,11 @@ class TextStudent(nn.Module):
             )
             width = hidden * len(KERNELS)
         elif architecture == "bilstm":
-            self.lstm = nn.LSTM(embedding_dim, hidden, batch_first=True, bidirectional=True)
+            # Two directions run as two LSTMs, the backward one over each row's own tokens
+            # reversed, so that padding always comes last: the answer does not depend on how
+            # far a batch is padded (as a tokenizer padding to the longest text pads it).
+            self.forward_lstm = nn.LSTM(embedding_dim, hidden, batch_first=True)
+            self.backward_lstm = nn.LSTM(embedding_dim, hidden, batch_first=True)
             width = 2 * hidden
         elif architecture == "transformer":
             layer = nn.TransformerEncoderLayer(
@@ -80,7 +96,10 @@ class TextStudent(nn.Module):
             maps = [conv(channels)[:, :, :length] for conv in self.convs]
             pooled = torch.cat([(m - (1 - mask.transpose(1, 2)) * 1e4).amax(2) for m in maps], 1)
         elif self.architecture == "bilstm":
-            out, _ = self.lstm(embedded)
+            reverse = _reversal(mask[..., 0])
+            ahead, _ = self.forward_lstm(embedded)
+            behind, _ = self.backward_lstm(_gather_rows(embedded, reverse))
+            out = torch.cat([ahead, _gather_rows(behind, reverse)], 2)
             pooled = (out - (1 - mask) * 1e4).amax(1)
         else:
             length = embedded.shape[1]
