@@ -18,6 +18,7 @@ from tests.support import Service
 from tests.support.text import (
     CLASS_NAMES,
     TextTeacherFiles,
+    export_onnx_teacher,
     save_csv,
     text_task,
     train_bert_teacher,
@@ -152,6 +153,33 @@ def test_the_default_text_job_delivers_a_drop_in_student(
     assert [r["text"] for r in rows] == task.texts[:5]
     assert all(r["name"] in CLASS_NAMES and abs(sum(r["probabilities"]) - 1) < 1e-4 for r in rows)
     assert [r["label"] for r in rows] == logits[:5].argmax(1).tolist()
+
+
+def test_an_onnx_text_teacher_in_optimums_layout(
+    production_service: Service, bert: TextTeacherFiles, text_ids: dict[str, Any], tmp_path: Path
+) -> None:
+    service = production_service
+    teacher = service.upload_teacher(export_onnx_teacher(bert, tmp_path / "onnx-model"))
+    assert teacher.status_code == 201, teacher.text
+    found = teacher.json()
+    assert found["status"] == "ready" and found["format"] == "onnx-text", found
+    assert found["input_names"] == ["input_ids", "attention_mask"] and found["num_classes"] == 4
+    assert found["class_names"] == CLASS_NAMES  # from config.json beside model.onnx
+    body = {
+        "teacher_id": found["id"],
+        "train_dataset_id": text_ids["train"]["id"],
+        "student": {"architecture": "bag"},
+        "training": {"epochs": 3},
+        "transfer": {"synthesize": "mask", "size": 500},
+    }
+    job = service.wait(service.client.post("/v1/jobs", json=body).json()["id"], timeout=600)
+    assert job["status"] == "succeeded", f"{job}\n{service.tail()}"
+    metrics = job["metrics"]
+    assert (
+        metrics["teacher"]["id"] == found["id"] and metrics["text"]["student_architecture"] == "bag"
+    )
+    assert metrics["text"]["input_names"] == ["input_ids", "attention_mask"]
+    assert metrics["transfer"]["sources"] == {"mask": 500}
 
 
 def _refused(service: Service, path: Path, words: str) -> None:

@@ -10,6 +10,7 @@ import random
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,7 @@ def save_csv(path: Path, task: TextTask, labels: str = "names") -> Path:
     return path
 
 
-def train_tokenizer(texts: list[str]):  # type: ignore[no-untyped-def]
+def train_tokenizer(texts: list[str]) -> Any:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -170,3 +171,42 @@ def zip_folder(
         for name, data in (extra or {}).items():
             archive.writestr(f"model/{name}", data)
     return path
+
+
+def export_onnx_teacher(files: TextTeacherFiles, folder: Path) -> Path:
+    """The teacher in optimum's layout: model.onnx (input_ids, attention_mask; batch and
+    sequence dynamic) beside the tokenizer files and config.json, zipped."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(files.folder)).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            logits: torch.Tensor = self.model(
+                input_ids=input_ids, attention_mask=attention_mask
+            ).logits
+            return logits
+
+    folder.mkdir(parents=True, exist_ok=True)
+    example = torch.ones(2, 8, dtype=torch.long)
+    axes = {0: "batch", 1: "sequence"}
+    torch.onnx.export(
+        Logits(),
+        (example, example),
+        str(folder / "model.onnx"),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits"],
+        dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):
+        shutil.copy(files.folder / name, folder / name)
+    return zip_folder(folder, folder.with_suffix(".zip"))
