@@ -15,6 +15,8 @@ more of an upload at once than a bound that does not grow with it (README, "Secu
   decode to at most 24 MiB (their page headers are read first).
 - images: one image at a time, streamed to Pillow, at most DISTILLERY_MAX_IMAGE_PIXELS decoded,
   converted and reduced in strips.
+- text (CSV, JSONL): records bounded as CSV's, texts at most 100,000 characters, written to
+  the canonical Parquet file every 4 Mi characters.
 
 So each case below sits at one of those bounds, where a bigger upload only adds more chunks
 of the same size (time, not memory); the first case is the issue's: one line of 60 MB.
@@ -142,6 +144,23 @@ def most_images(path: Path) -> Path:  # 60,000 members with 128-byte directory e
     return _zip(path, ((f"c{i % 2}/{i:075d}.png", tiny) for i in range(60_000)))
 
 
+def longest_texts(path: Path) -> Path:  # 600 texts of 99,000 characters (60 MB), each kept
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write("text,label\n")
+        for i in range(600):
+            fh.write("word " * 19_800 + f",c{i % 3}\n")
+    return path
+
+
+def jsonl_texts(path: Path) -> Path:  # the same texts as JSON lines
+    import json
+
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(600):
+            fh.write(json.dumps({"text": "word " * 19_800, "label": i % 3}) + "\n")
+    return path
+
+
 CASES: list[tuple[Callable[[Path], Path], str, dict[str, str], int]] = [
     (long_line, "long.csv", {}, 422),
     (widest_csv_rows, "wide.csv", {}, 201),
@@ -152,6 +171,8 @@ CASES: list[tuple[Callable[[Path], Path], str, dict[str, str], int]] = [
     (wide_parquet, "wide.parquet", {}, 201),
     (largest_images, "big.zip", {"image_size": "1024x1024", "image_mode": "RGB"}, 201),
     (most_images, "many.zip", {"image_size": "1x1"}, 201),
+    (longest_texts, "texts.csv", {}, 201),
+    (jsonl_texts, "texts.jsonl", {}, 201),
 ]
 
 
@@ -179,7 +200,9 @@ def _warm_up(service: Service, folder: Path) -> None:
     np.savez(folder / "w.npz", x=np.zeros((4, 2)), y=np.arange(4) % 2)
     _parquet(folder / "w.parquet", {"a": np.zeros(4), "label": np.arange(4) % 2})
     _zip(folder / "w.zip", iter([("a/1.png", _png(4, 4)), ("b/1.png", _png(4, 4))]))
-    for name in ("w.csv", "w.npz", "w.parquet", "w.zip"):
+    (folder / "w.jsonl").write_text('{"text": "a short text", "label": 0}\n')
+    (folder / "wt.csv").write_text("text,label\na short text,a\n")
+    for name in ("w.csv", "w.npz", "w.parquet", "w.zip", "w.jsonl", "wt.csv"):
         r = service.upload_dataset(folder / name, image_size="2x2")
         assert r.status_code == 201, r.text
 

@@ -24,6 +24,7 @@ CANONICAL_TEXT_NAME = "dataset.parquet"
 MAX_TEXT_CHARS = 100_000  # one text (a few pages); longer rows are refused, naming the row
 MAX_CLASSES = 100_000
 BATCH_ROWS = 8192
+BATCH_CHARS = 4 * 1024 * 1024  # a batch is written when it holds this many characters
 
 
 class TextRejected(ValueError):
@@ -59,7 +60,7 @@ class _Writer:
         self.pairs: list[str] = []
         self.labels: list[str] = []
         self.counts: Counter[str] = Counter()
-        self.rows = self.chars = 0
+        self.rows = self.chars = self.pending = 0
         self._writer: Any = None
 
     def add(self, row: int, text: Any, pair: Any, label: Any) -> None:
@@ -73,7 +74,9 @@ class _Writer:
             if len(self.counts) > MAX_CLASSES:
                 raise TextRejected("label_column", f"more than {MAX_CLASSES:,} distinct labels")
         self.rows += 1
-        self.chars += len(self.texts[-1]) + (len(self.pairs[-1]) if self.pair else 0)
+        added = len(self.texts[-1]) + (len(self.pairs[-1]) if self.pair else 0)
+        self.chars += added
+        self.pending += added
         if self.rows > MAX_ROWS:
             raise TextRejected("file", f"more than {MAX_ROWS:,} rows; upload it in parts")
         if 4 * self.chars > self.budget:
@@ -82,7 +85,7 @@ class _Writer:
                 f"the texts decode to more than {self.budget:,} bytes "
                 "(DISTILLERY_MAX_DECODED_BYTES, or 64x the upload); upload it in parts",
             )
-        if len(self.texts) >= BATCH_ROWS:
+        if len(self.texts) >= BATCH_ROWS or self.pending >= BATCH_CHARS:
             self.flush()
 
     def flush(self) -> None:
@@ -101,6 +104,7 @@ class _Writer:
             self._writer = pq.ParquetWriter(str(self.path), table.schema)
         self._writer.write_table(table)
         self.texts, self.pairs, self.labels = [], [], []
+        self.pending = 0
 
     def close(self) -> None:
         self.flush()
