@@ -220,6 +220,7 @@ def test_automatic_split_is_stratified_and_reported(
         "temperature": 4.0,
         "alpha": 0.1,
         "hint": None,
+        "loss": "kl",
         "kd_stop_epoch": None,
     }
     job = service.wait(job["id"])
