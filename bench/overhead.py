@@ -111,6 +111,7 @@ def one_job(service: Service, ids: dict[str, str]) -> dict[str, float]:
 
 
 def run_stack(name: str, tmp: Path, jobs: int, teacher: Path, data: Path) -> list[dict[str, float]]:
+    tmp.mkdir(parents=True, exist_ok=True)
     database = create_database() if name == "production" else None
     service = (
         start_production_stack(tmp, database) if database is not None else start_embedded_stack(tmp)
