@@ -212,6 +212,22 @@ def train_teacher(
     return load_teacher(path)
 
 
+def task_teachers(task: Task, seed: int, folder: Path, table: str) -> list[Teacher]:
+    """The task's two teachers for a seed (seeds seed*100 and seed*100 + 1), as ONNX files."""
+    return [
+        train_teacher(
+            task.teacher,
+            task.x_train,
+            task.y_train,
+            task.teacher_epochs,
+            task.teacher_lr,
+            seed * 100 + k,
+            folder / f"{table}-{task.name}-{seed}-{k}.onnx",
+        )
+        for k in range(2)
+    ]
+
+
 def config(
     hidden: tuple[int, ...],
     seed: int,
@@ -260,18 +276,7 @@ def methods_run(task: Task, seeds: list[int], folder: Path) -> dict[str, list[fl
     long = same_steps_epochs(task)
     for seed in seeds:
         started = time.perf_counter()
-        teachers = [
-            train_teacher(
-                task.teacher,
-                task.x_train,
-                task.y_train,
-                task.teacher_epochs,
-                task.teacher_lr,
-                seed * 100 + k,
-                folder / f"{task.name}-{seed}-{k}.onnx",
-            )
-            for k in range(2)
-        ]
+        teachers = task_teachers(task, seed, folder, "methods")
         teacher = teachers[0]
         mixup = synthesize(task.x_train, support.synthesis("mixup", MIXUP_ROWS, seed=seed))
         rich = Splits(labeled.train, test, test, (TransferRows("mixup", mixup),))
@@ -382,18 +387,7 @@ def defaults_run(task: Task, seeds: list[int], folder: Path) -> dict[str, list[f
     spec = default_job_spec()
     for seed in seeds:
         started = time.perf_counter()
-        teachers = [
-            train_teacher(
-                task.teacher,
-                task.x_train,
-                task.y_train,
-                task.teacher_epochs,
-                task.teacher_lr,
-                seed * 100 + k,
-                folder / f"defaults-{task.name}-{seed}-{k}.onnx",
-            )
-            for k in range(2)
-        ]
+        teachers = task_teachers(task, seed, folder, "defaults")
         teacher = teachers[0]
         labeled = job_splits(task, seed)
         rich = replace(labeled, transfer=default_transfer(spec, labeled))

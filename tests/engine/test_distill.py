@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.support.engine import config, kd, method, student, training
-from tests.support.teachers import save_onnx
+from tests.support.teachers import digits_mlp_onnx
 from worker.engine import (
     ArraySplit,
     DiskLogitCache,
@@ -33,19 +33,7 @@ def teacher_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Sp
     digits = load_digits()
     x = (digits.images / 16).astype(np.float32)[:, None]
     y = digits.target.astype(np.int64)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)
-    )
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    xt, yt = torch.from_numpy(x[:1200]), torch.from_numpy(y[:1200])
-    for _ in range(20):
-        for idx in torch.randperm(1200).split(64):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            opt.step()
-    path = tmp_path_factory.mktemp("t") / "teacher.onnx"
-    save_onnx(model, xt[:2], path)
+    path = digits_mlp_onnx(x[:1200], y[:1200], 20, tmp_path_factory.mktemp("t") / "teacher.onnx")
     splits = Splits(
         ArraySplit(x[:1000], y[:1000]),
         ArraySplit(x[1000:1200], y[1000:1200]),

@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from tests.support.engine import config, method, student, synthesis, training
-from tests.support.teachers import save_onnx
+from tests.support.teachers import digits_mlp_onnx
 from worker.engine import (
     ArraySplit,
     MethodInputs,
@@ -38,19 +37,8 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Splits]:
     data = load_digits()
     x = (data.images / 16).astype(np.float32)[:, None]
     y = data.target.astype(np.int64)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10)
-    )
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    xt, yt = torch.from_numpy(x[:1200]), torch.from_numpy(y[:1200])
-    for _ in range(15):
-        for idx in torch.randperm(1200).split(64):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            opt.step()
-    path = tmp_path_factory.mktemp("search") / "teacher.onnx"
-    save_onnx(model, xt[:2], path)
+    folder = tmp_path_factory.mktemp("search")
+    path = digits_mlp_onnx(x[:1200], y[:1200], 15, folder / "teacher.onnx")
     train = x[:300]
     transfer = tuple(
         TransferRows(m, synthesize(train, synthesis(m, 1000))) for m in ("shift", "mixup")

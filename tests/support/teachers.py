@@ -82,3 +82,18 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     with torch.no_grad():
         predicted = model(torch.from_numpy(x)).argmax(1).numpy()
     return float((predicted == y).mean())
+
+
+def digits_mlp_onnx(x: np.ndarray, y: np.ndarray, epochs: int, path: Path) -> Path:
+    """A 64-128-10 MLP teacher for 8x8 digits, seeded, trained with Adam (3e-3, batch 64) and
+    exported to ONNX: the engine tests' teacher."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
+    inputs, labels = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(inputs)).split(64):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(inputs[idx]), labels[idx]).backward()
+            optimizer.step()
+    return save_onnx(model, inputs[:2], path)
