@@ -130,6 +130,41 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    """Revoke a key by its id (key_...) or its secret (dk_...)."""
+    from sqlalchemy import select
+
+    from app.auth import hash_secret
+    from app.db import session_scope
+    from app.models import ApiKey, utcnow
+
+    given = args.key.strip()
+    with session_scope() as session:
+        found = list(
+            session.scalars(
+                select(ApiKey).where(
+                    (ApiKey.id == given) | (ApiKey.secret_sha256 == hash_secret(given))
+                )
+            )
+        )
+        if len(found) != 1:
+            what = "no key" if not found else f"{len(found)} keys"
+            print(f"{what} matches {given!r}: give the key's id or its secret", file=sys.stderr)
+            return 2
+        key = found[0]
+        if key.revoked_at is None:
+            key.revoked_at = utcnow()
+        print(
+            f"revoked {key.id} of tenant {key.tenant_id!r}; API processes refuse it within "
+            f"{settings.api_key_cache_seconds:g} s (DISTILLERY_API_KEY_CACHE_SECONDS)"
+        )
+    return 0
+
+
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    return {"create": cmd_keys_create, "revoke": cmd_keys_revoke}[args.keys](settings, args)
+
+
 def _access_note(settings: Settings) -> str:
     if settings.anonymous_allowed:
         return (
@@ -233,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys.add_parser("create", help="create an API key for a tenant (printed once)")
     create.add_argument("--tenant", required=True, help="the tenant the key acts as")
     create.add_argument("--name", help="a label for the key")
+    revoke = keys.add_parser("revoke", help="revoke an API key")
+    revoke.add_argument("key", help="the key's id (key_...) or its secret (dk_...)")
     return parser
 
 
@@ -243,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "api": cmd_api,
         "worker": cmd_worker,
         "migrate": cmd_migrate,
-        "keys": cmd_keys_create,
+        "keys": cmd_keys,
     }
     return handlers[args.command](get_settings(), args)
 

@@ -28,7 +28,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, idle_in_transaction_seconds: float = 60.0) -> Engine:
     # JSON columns (metrics, events, specs) never hold NaN or Infinity: see app/finite_json.py.
     if url.startswith("sqlite"):
         engine = create_engine(
@@ -39,19 +39,28 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # connect_timeout: /readyz and the workers learn of an unreachable server in seconds.
+    # idle_in_transaction_session_timeout: a process stopped inside a transaction (SIGSTOP, a
+    # debugger, a swapped-out host) holds the job row's lock only that long; without it the
+    # relay's `FOR UPDATE SKIP LOCKED` would skip that job, and never requeue it, until the
+    # process woke up.
+    idle_ms = max(1000, int(idle_in_transaction_seconds * 1000))
     return create_engine(
         url,
         pool_pre_ping=True,
         pool_size=10,
         max_overflow=20,
-        connect_args={"connect_timeout": 5},
+        connect_args={
+            "connect_timeout": 5,
+            "options": f"-c idle_in_transaction_session_timeout={idle_ms}",
+        },
         json_serializer=finite_json.dumps,
     )
 
 
 @lru_cache
 def get_engine() -> Engine:
-    return make_engine(get_settings().resolved_database_url)
+    settings = get_settings()
+    return make_engine(settings.resolved_database_url, settings.lease_timeout_seconds / 2)
 
 
 @lru_cache

@@ -36,6 +36,9 @@ def make_celery(settings: Settings) -> Celery:
             "processed_folder": str(settings.broker_folder / "processed"),
             "control_folder": str(settings.broker_folder / "control"),
             "store_processed": False,
+            # The filesystem transport lists its folder for new messages; it defaults to
+            # once a second, which a small job's user would wait for.
+            "polling_interval": settings.embedded_broker_poll_seconds,
         }
     else:
         # Redis redelivers a message that is still unacked after the visibility timeout. The

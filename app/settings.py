@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,10 +29,24 @@ class Settings(BaseSettings):
         description="Celery broker URL. Empty: embedded filesystem broker in data_dir. "
         "Production: redis://host:6379/0",
     )
+    embedded_broker_poll_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        le=5,
+        description="How often the embedded broker's workers look in its folder for a new "
+        "message (one directory listing; Redis pushes instead).",
+    )
     queue_name: str = Field(default="distillery", description="Celery queue that jobs go to.")
     api_host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(default=8000, description="Port the API listens on.")
     worker_concurrency: int = Field(default=1, ge=1, description="Jobs one worker runs at once.")
+    job_threads: int = Field(
+        default=0,
+        ge=0,
+        description="Threads each job's training uses (torch intra-op). 0: this machine's "
+        "cores divided among worker_concurrency jobs, less one core for the API in the embedded "
+        "default (it serves beside the worker).",
+    )
     inspect_concurrency: int = Field(
         default=1,
         ge=1,
@@ -167,6 +182,12 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(
         default=200, ge=1, description="Requests a key may make at once before the rate applies."
     )
+    api_key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long an API process trusts a key it has looked up before it looks "
+        "again: a key revoked in the database stops working within this. 0: every request.",
+    )
     anonymous: bool = Field(
         default=True,
         description="Serve requests without an API key (as tenant 'local'). Honoured only while "
@@ -186,6 +207,14 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'distillery.db').resolve()}"
+
+    @property
+    def resolved_job_threads(self) -> int:
+        if self.job_threads:
+            return self.job_threads
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        spare = (cores or 1) - (1 if self.embedded_broker else 0)
+        return max(1, spare // self.worker_concurrency)
 
     @property
     def embedded_broker(self) -> bool:

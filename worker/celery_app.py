@@ -13,6 +13,7 @@ from app.observability import configure_logging
 from app.queue import get_celery
 from app.settings import get_settings
 from worker.lease import worker_name
+from worker.warmup import start_warm_up
 
 # JSON logs from the start: Celery warns (e.g. about running as root) before setup_logging.
 configure_logging(get_settings().log_level)
@@ -68,14 +69,23 @@ def _stop_relay(**_: Any) -> None:
         loop.stop()
 
 
-def _own_connections(**_: Any) -> None:
+def _serves_jobs() -> bool:
+    """Whether this process's pool consumes the job queue (not the inspection queue)."""
+    selected = getattr(celery.amqp.queues, "consume_from", None) or {}
+    return get_settings().queue_name in selected
+
+
+def _child_started(**_: Any) -> None:
     # A pool child is forked from the parent, whose relay holds database
     # connections: drop the inherited ones (without closing the parent's) and open our own.
     get_engine().dispose(close=False)
+    if _serves_jobs():
+        # One job per child: warm this one up for the next job while the worker is idle.
+        start_warm_up()
 
 
 # Connected by call, not as decorators: Celery's signals are untyped.
 setup_logging.connect(_json_logs)
 worker_ready.connect(_start_relay)
 worker_shutdown.connect(_stop_relay)
-worker_process_init.connect(_own_connections)
+worker_process_init.connect(_child_started)

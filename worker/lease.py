@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
+from psycopg.errors import IdleInTransactionSessionTimeout
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
@@ -66,7 +67,13 @@ def retrying(fn: Callable[[], T], what: str) -> T:
         try:
             return fn()
         except DBAPIError as exc:
-            transient = isinstance(exc, OperationalError) or exc.connection_invalidated
+            transient = (
+                isinstance(exc, OperationalError)
+                or exc.connection_invalidated
+                # The server ended a transaction this process left idle (it was stopped):
+                # the retry's fence tells whether the lease is still ours.
+                or isinstance(exc.orig, IdleInTransactionSessionTimeout)
+            )
             if not transient or attempt == RETRIES - 1:
                 raise
             log.warning("database error while %s (%s); retrying", what, type(exc.orig).__name__)

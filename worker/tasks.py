@@ -6,8 +6,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from app.observability import adopt_library_logging, job_context
 from app.queue import INSPECT_TEACHER_TASK, RUN_JOB_TASK
 from worker.celery_app import celery
+from worker.claim import ClaimFailed, claim, start_heartbeat
+from worker.warmup import size_threads, wait_for_warm_up
 
 log = logging.getLogger(__name__)
 
@@ -18,17 +21,30 @@ CLAIM_RETRIES = 60
 
 
 def _run_job(self: Any, job_id: str) -> None:
-    # Imported here so the worker's parent process never loads torch (or touches CUDA).
-    from app.observability import adopt_library_logging
-    from worker.pipeline import ClaimFailed
-    from worker.pipeline import run_job as run
-
-    adopt_library_logging("torch")
-    try:
-        run(job_id)
-    except ClaimFailed as exc:
-        log.warning("%s; trying again in %d s", exc, CLAIM_RETRY_SECONDS)
-        raise self.retry(exc=exc, countdown=CLAIM_RETRY_SECONDS, max_retries=CLAIM_RETRIES) from exc
+    with job_context(job_id):
+        # Claimed first, torch-free: the job is running the moment its message arrives.
+        try:
+            lease = claim(job_id)
+        except ClaimFailed as exc:
+            log.warning("%s; trying again in %d s", exc, CLAIM_RETRY_SECONDS)
+            raise self.retry(
+                exc=exc, countdown=CLAIM_RETRY_SECONDS, max_retries=CLAIM_RETRIES
+            ) from exc
+        if lease is None:
+            log.info("job %s is not queued any more; leaving it", job_id)
+            return
+        # Imported here so the worker's parent process never loads torch (or touches CUDA);
+        # the child's warm-up (worker/warmup.py) has usually imported it already.
+        heartbeat = start_heartbeat(lease)
+        try:
+            wait_for_warm_up()
+            size_threads()
+            from worker.pipeline import run_claimed
+        except BaseException:
+            heartbeat.stop()  # the relay requeues the job once the lease expires
+            raise
+        adopt_library_logging("torch")
+        run_claimed(lease, heartbeat)
 
 
 def _inspect_teacher(teacher_id: str) -> None:

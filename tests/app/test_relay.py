@@ -4,15 +4,20 @@ cancelled when a cancel was asked; live ones are left alone."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
-from sqlalchemy import select, update
+import pytest
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from app.db import make_engine
 from app.jobs.relay import expire_leases
-from app.models import Job, OutboxMessage, utcnow
+from app.models import Job, JobEvent, OutboxMessage, utcnow
 from app.outbox import enqueue
 from app.settings import Settings
+from tests.support.db import PostgresDatabase
 from tests.support.rows import job
 
 SETTINGS = Settings(lease_timeout_seconds=60, max_attempts=3, republish_after_seconds=300)
@@ -92,3 +97,35 @@ def test_a_queued_job_whose_message_is_old_gets_another(db: Session) -> None:
     done = expire_leases(db, SETTINGS)
     assert done.republished == [row.id]
     assert _messages(db, row.id) == 2
+
+
+def test_a_worker_stopped_inside_a_transaction_does_not_hide_its_job(
+    migrated_database: PostgresDatabase,
+) -> None:
+    """A worker frozen (SIGSTOP) between its heartbeat's UPDATE and COMMIT holds the job row's
+    lock. The server ends such an idle transaction (the engine's
+    idle_in_transaction_session_timeout), so the relay's SKIP LOCKED finds the job again."""
+    engine = make_engine(migrated_database.url, idle_in_transaction_seconds=1)
+    try:
+        with Session(engine) as setup:
+            job_id = _running(setup, silent_for=120).id
+            setup.commit()
+        frozen = Session(engine)
+        frozen.execute(update(Job).where(Job.id == job_id).values(worker="host:frozen"))
+        with Session(engine) as relay_session:
+            assert expire_leases(relay_session, SETTINGS).requeued == []  # locked: skipped
+            relay_session.rollback()
+            time.sleep(2.0)  # the frozen session stays idle in its transaction past the timeout
+            assert expire_leases(relay_session, SETTINGS).requeued == [job_id]
+            relay_session.commit()
+        # The frozen worker wakes to a closed connection.
+        with pytest.raises(DBAPIError, match="idle-in-transaction"):
+            frozen.commit()
+        frozen.close()
+    finally:
+        with Session(engine) as cleanup:
+            cleanup.execute(delete(OutboxMessage).where(OutboxMessage.job_id == job_id))
+            cleanup.execute(delete(JobEvent).where(JobEvent.job_id == job_id))
+            cleanup.execute(delete(Job).where(Job.id == job_id))
+            cleanup.commit()
+        engine.dispose()

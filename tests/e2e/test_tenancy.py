@@ -115,6 +115,30 @@ def test_bad_keys_are_refused(production_service: Service) -> None:
         assert r.status_code == 401 and r.json()["code"] == "unauthorized"
 
 
+def test_a_revoked_key_stops_working_within_the_key_cache_time(
+    production_service: Service,
+) -> None:
+    secret = _create_key(production_service, "initech")
+    headers = {"Authorization": f"Bearer {secret}"}
+    url = f"{production_service.base_url}/v1/jobs"
+    assert httpx.get(url, headers=headers).status_code == 200  # looked up, then cached
+    done = subprocess.run(
+        [sys.executable, "-m", "distillery.cli", "keys", "revoke", secret],
+        env=production_service.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "revoked key_" in done.stdout and "initech" in done.stdout
+    revoked = time.monotonic()
+    while httpx.get(url, headers=headers).status_code == 200:
+        assert time.monotonic() - revoked < 5.0 + 2.0, "the revoked key still works"
+        time.sleep(0.2)
+    r = httpx.get(url, headers=headers)
+    assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+
+
 def test_keys_are_required_off_loopback(production_service: Service, tmp_path: Path) -> None:
     """Bound to an address that is not loopback's usual name, anonymous access is off."""
     port = free_port()

@@ -1,6 +1,7 @@
 """A job as a pipeline of named stages (run.py): inputs, teacher, plan, train, evaluate,
-export, deliver. The Celery task calls `run_job(job_id)`."""
+export, deliver. The Celery task claims the job (worker/claim.py)
+and calls `run_claimed(lease)`."""
 
-from worker.pipeline.run import ClaimFailed, run_job
+from worker.pipeline.run import run_claimed, run_job
 
-__all__ = ["ClaimFailed", "run_job"]
+__all__ = ["run_claimed", "run_job"]

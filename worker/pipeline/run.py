@@ -14,7 +14,6 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
@@ -23,6 +22,7 @@ from app.jobs.state import JobStatus, fail, move
 from app.models import Job
 from app.observability import job_context
 from app.settings import Settings, get_settings
+from worker.claim import claim, start_heartbeat
 from worker.engine import JobFailure, OutOfMemory, RunHooks, run_hooks
 from worker.engine.errors import is_memory_error, memory_summary
 from worker.lease import DatabaseCheckpoints, Heartbeat, JobCancelled, Lease, LeaseLost
@@ -36,11 +36,6 @@ from worker.pipeline.teacher import teachers
 from worker.pipeline.train import train
 
 log = logging.getLogger(__name__)
-
-
-class ClaimFailed(Exception):
-    """The database could not be reached to claim the job (after the claim's own retries):
-    nothing was written, and the task may simply try again later."""
 
 
 def run_stages(run: JobRun) -> None:
@@ -88,22 +83,21 @@ def _spec(job_id: str) -> JobSpec:
 
 
 @contextmanager
-def _attempt(lease: Lease, settings: Settings) -> Iterator[JobRun]:
-    """The job's heartbeat, scratch folder and training hooks, for one attempt."""
-    heartbeat = Heartbeat(lease, settings)
-    heartbeat.start()
+def _attempt(lease: Lease, settings: Settings, heartbeat: Heartbeat) -> Iterator[JobRun]:
+    """The job's scratch folder and training hooks, for one attempt (its heartbeat runs from
+    the claim)."""
     workdir = settings.tmp_dir / f"{lease.job_id}-{lease.token}"
-    run = JobRun(lease=lease, settings=settings, spec=_spec(lease.job_id), workdir=workdir)
-    hooks = RunHooks(
-        on_step=heartbeat.check,
-        checkpoints=DatabaseCheckpoints(lease),
-        on_resume=lambda name, epoch: run.event(
-            "message",
-            f"resumed {name} from its checkpoint after epoch {epoch}",
-            {"run": name, "epoch": epoch},
-        ),
-    )
     try:
+        run = JobRun(lease=lease, settings=settings, spec=_spec(lease.job_id), workdir=workdir)
+        hooks = RunHooks(
+            on_step=heartbeat.check,
+            checkpoints=DatabaseCheckpoints(lease),
+            on_resume=lambda name, epoch: run.event(
+                "message",
+                f"resumed {name} from its checkpoint after epoch {epoch}",
+                {"run": name, "epoch": epoch},
+            ),
+        )
         with run_hooks(hooks):
             yield run
     finally:
@@ -111,34 +105,33 @@ def _attempt(lease: Lease, settings: Settings) -> Iterator[JobRun]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _claim(job_id: str) -> Lease | None:
+def run_claimed(lease: Lease, heartbeat: Heartbeat) -> None:
+    """Run a job this worker has claimed (worker/claim.py), to one end state. `heartbeat` has
+    renewed the lease since the claim; it is stopped here."""
+    settings = get_settings()
+    settings.ensure_dirs()
+    log.info("job claimed by %s (lease %d)", lease.owner, lease.token)
     try:
-        return Lease.claim(job_id)
-    except DBAPIError as exc:
-        raise ClaimFailed(f"could not claim {job_id}: {type(exc.orig).__name__}") from exc
+        with _attempt(lease, settings, heartbeat) as run:
+            run_stages(run)
+        log.info("job succeeded")
+    except LeaseLost as exc:
+        log.warning("stopping without writing: %s", exc)
+    except JobCancelled:
+        _finish(lease, JobStatus.CANCELLED)
+    except Exception as exc:
+        failure = as_failure(exc)
+        if failure is not exc or failure.code == "internal_error":
+            log.exception("job %s failed", lease.job_id)
+        log.warning("job failed: %s: %s", failure.code, failure)
+        _finish(lease, JobStatus.FAILED, failure)
 
 
 def run_job(job_id: str) -> None:
+    """Claim the job and run it (what the Celery task does, in one call)."""
     with job_context(job_id):
-        settings = get_settings()
-        settings.ensure_dirs()
-        lease = _claim(job_id)
+        lease = claim(job_id)
         if lease is None:
-            # A duplicate delivery, or a job that is running elsewhere, finished or cancelled.
             log.info("job %s is not queued any more; leaving it", job_id)
             return
-        log.info("job claimed by %s (lease %d)", lease.owner, lease.token)
-        try:
-            with _attempt(lease, settings) as run:
-                run_stages(run)
-            log.info("job succeeded")
-        except LeaseLost as exc:
-            log.warning("stopping without writing: %s", exc)
-        except JobCancelled:
-            _finish(lease, JobStatus.CANCELLED)
-        except Exception as exc:
-            failure = as_failure(exc)
-            if failure is not exc or failure.code == "internal_error":
-                log.exception("job %s failed", job_id)
-            log.warning("job failed: %s: %s", failure.code, failure)
-            _finish(lease, JobStatus.FAILED, failure)
+        run_claimed(lease, start_heartbeat(lease))

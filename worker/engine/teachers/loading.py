@@ -63,12 +63,15 @@ def sniff_format(path: Path) -> str:
 
 
 def load_teacher(path: Path) -> Teacher:
+    # Each format's module is imported only for its own files: torch (seconds to import) is
+    # not loaded to run an ONNX teacher.
     from worker.engine.logit_cache import file_fingerprint
-    from worker.engine.teachers.pt2 import Pt2Teacher
 
     fmt = sniff_format(path)
     teacher: Teacher
     if fmt == "pt2":
+        from worker.engine.teachers.pt2 import Pt2Teacher
+
         teacher = Pt2Teacher(path)
     elif fmt.startswith("text-"):
         from worker.engine.teachers.text import load_text_teacher
