@@ -15,7 +15,7 @@ from app.settings import Settings, get_settings
 
 
 def _worker_command(settings: Settings, name: str, inspections: bool = False) -> list[str]:
-    """One Celery worker pool: the job pool (one job per child process), or the inspection
+    """One Celery worker pool: the job pool (jobs in warm child processes), or the inspection
     pool, beside it with its own concurrency, so uploads are inspected while jobs train."""
     queue = settings.inspection_queue_name if inspections else settings.queue_name
     concurrency = settings.inspect_concurrency if inspections else settings.worker_concurrency

@@ -20,9 +20,11 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        # A fresh child per job: torch state and memory never leak between jobs, and the
-        # parent never touches CUDA.
-        worker_max_tasks_per_child=1,
+        # Jobs run in pool children, never in the parent (which never touches torch or
+        # CUDA). A child warms up once and runs up to jobs_per_child jobs; one that grew past
+        # job_child_max_memory_mb is replaced after its job.
+        worker_max_tasks_per_child=settings.jobs_per_child,
+        worker_max_memory_per_child=settings.job_child_max_memory_mb * 1024,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         task_serializer="json",

@@ -40,6 +40,19 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(default=8000, description="Port the API listens on.")
     worker_concurrency: int = Field(default=1, ge=1, description="Jobs one worker runs at once.")
+    jobs_per_child: int = Field(
+        default=20,
+        ge=1,
+        description="Jobs one pool child process runs before it is replaced by a fresh one. A "
+        "child warms up once (imports torch, makes the runtimes' first calls) and keeps that "
+        "for its next jobs.",
+    )
+    job_child_max_memory_mb: int = Field(
+        default=3072,
+        ge=256,
+        description="A pool child whose resident memory is above this after a job is replaced "
+        "by a fresh one before the next job.",
+    )
     job_threads: int = Field(
         default=0,
         ge=0,

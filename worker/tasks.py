@@ -10,7 +10,7 @@ from app.observability import adopt_library_logging, job_context
 from app.queue import INSPECT_TEACHER_TASK, RUN_JOB_TASK
 from worker.celery_app import celery
 from worker.claim import ClaimFailed, claim, start_heartbeat
-from worker.warmup import size_threads, wait_for_warm_up
+from worker.warmup import release_job_memory, size_threads, wait_for_warm_up
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,10 @@ def _run_job(self: Any, job_id: str) -> None:
             heartbeat.stop()  # the relay requeues the job once the lease expires
             raise
         adopt_library_logging("torch")
-        run_claimed(lease, heartbeat)
+        try:
+            run_claimed(lease, heartbeat)
+        finally:
+            release_job_memory()
 
 
 def _inspect_teacher(teacher_id: str) -> None:

@@ -1,12 +1,13 @@
-"""Warming a job pool's child while it waits for its job.
+"""Warming a job pool's child while it waits for its first job.
 
-The job pool forks a fresh child for every job (one job per child: torch state and memory
-never leak between jobs). Without warming, each job would pay, on the clock its user watches,
-for importing torch, onnx and onnxruntime, and for the one-off costs of their first calls
-(the first backward pass and optimizer step, the first ONNX export, the first inference
-session): seconds, most of a small job's wait. The child starts this in a thread the moment
-it is forked, which is while the worker is idle, so a job that arrives later finds all of it
-done; one that arrives during it waits only for what is left (Python's import lock).
+Jobs run in pool children (app/queue.py: up to jobs_per_child each, then a fresh one).
+Without warming, a child's first job would pay, on the clock its user watches, for importing
+torch, onnx and onnxruntime, and for the one-off costs of their first calls (the first
+backward pass and optimizer step, the first ONNX export, the first inference session):
+seconds, most of a small job's wait. The child starts this in a thread the moment it is
+forked, which is while the worker is idle, so a job that arrives later finds all of it done;
+one that arrives during it waits for the rest (the task joins this thread before it imports
+anything itself, so two threads never import at once).
 
 Tiny models only, on random numbers: nothing here touches a job, a database or a file but a
 temporary one."""
@@ -107,3 +108,15 @@ def wait_for_warm_up() -> None:
     race it (one thread imports at a time)."""
     for thread in _started:
         thread.join()
+
+
+def release_job_memory() -> None:
+    """After a job: what it allocated goes back before the child waits for the next one (the
+    pool replaces a child that still holds more than job_child_max_memory_mb)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
