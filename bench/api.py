@@ -67,6 +67,9 @@ def start_distillery(tmp: Path, database_url: str) -> Service:
         DISTILLERY_QUEUE_NAME=f"distillery-bench-{os.getpid()}",
         DISTILLERY_API_PORT=str(port),
         DISTILLERY_ANONYMOUS="false",
+        # API and worker share this machine: the job leaves a core to the API (README,
+        # "Sizing threads").
+        DISTILLERY_JOB_THREADS="1",
         **RATE,
     )
     subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=env, cwd=ROOT, check=True)

@@ -1,0 +1,150 @@
+"""The public JSON of jobs, served from a cache of each row's last rendering.
+
+A client polls its job about once a second, and a dashboard lists twenty jobs as often. Each
+answer would otherwise parse the row's spec and metrics documents, validate them into
+JobPublic and serialise it again, though the row has not changed since the last answer. So each
+API process keeps the JSON it last rendered for a job, with the row's version:
+
+- on Postgres, the row's `xmin` (the transaction that wrote this version of the row: every
+  UPDATE makes a new one), read in the same query as the row's small columns;
+- elsewhere (SQLite), only ended jobs are cached, by their end state and time: nothing writes
+  to a job row once it has ended.
+
+The lookup reads the row's small columns (with the version) and loads the spec and metrics
+documents only when it renders, so an unchanged job costs one narrow query. The tenant check
+and the 404 are the same as without the cache."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Select, and_, literal_column, or_, select
+from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm.attributes import set_committed_value
+
+from app.errors import InvalidInput, NotFound
+from app.jobs.schemas import JobPublic
+from app.jobs.service import job_public
+from app.jobs.state import TERMINAL
+from app.models import Job
+from app.ownership import MAX_ID_LENGTH
+
+CACHED_JOBS = 20_000
+
+
+class RenderedJobs:
+    """job id -> (row version, JSON): the least recently used beyond `size` are dropped."""
+
+    def __init__(self, size: int = CACHED_JOBS) -> None:
+        self.size = size
+        self.found: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self.lock = threading.Lock()  # sync routes run in a pool of threads
+
+    def get(self, job_id: str, version: str | None) -> bytes | None:
+        if version is None:
+            return None
+        with self.lock:
+            hit = self.found.get(job_id)
+            if hit is None or hit[0] != version:
+                return None
+            self.found.move_to_end(job_id)
+            return hit[1]
+
+    def put(self, job_id: str, version: str | None, body: bytes) -> None:
+        if version is None:
+            return
+        with self.lock:
+            self.found[job_id] = (version, body)
+            self.found.move_to_end(job_id)
+            while len(self.found) > self.size:
+                self.found.popitem(last=False)
+
+
+RENDERED = RenderedJobs()
+
+
+def _versioned(session: Session) -> Select[Any]:
+    """Jobs without their two documents, each with its row version where the database has one."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    version: Any = literal_column("jobs.xmin::text" if postgres else "NULL")
+    query: Select[Any] = select(Job, version).options(defer(Job.spec), defer(Job.metrics))
+    return query
+
+
+def _version(job: Job, xmin: str | None) -> str | None:
+    if xmin is not None:
+        return xmin
+    if job.status in TERMINAL:
+        return f"{job.status}@{job.finished_at}"
+    return None
+
+
+def _rendered(session: Session, rows: Sequence[Any]) -> list[bytes]:
+    """Each (job, xmin) row's JSON: cached, or rendered after one query loads the documents of
+    every job that changed (set as loaded, so nothing is written back)."""
+    versions = [_version(job, xmin) for job, xmin in rows]
+    bodies = [RENDERED.get(job.id, v) for (job, _), v in zip(rows, versions, strict=True)]
+    changed = {job.id: job for (job, _), body in zip(rows, bodies, strict=True) if body is None}
+    if changed:
+        documents = select(Job.id, Job.spec, Job.metrics).where(Job.id.in_(changed))
+        for job_id, spec, metrics in session.execute(documents):
+            set_committed_value(changed[job_id], "spec", spec)
+            set_committed_value(changed[job_id], "metrics", metrics)
+    found = []
+    for (job, _), version, body in zip(rows, versions, bodies, strict=True):
+        if body is None:
+            body = JobPublic.model_validate(job_public(job)).model_dump_json().encode()
+            RENDERED.put(job.id, version, body)
+        found.append(body)
+    return found
+
+
+def _possible(ident: str) -> bool:
+    # Ids are short and printable: one that is not names nothing (app/ownership.py).
+    return len(ident) <= MAX_ID_LENGTH and "\x00" not in ident
+
+
+def job_json(session: Session, job_id: str, tenant: str) -> bytes:
+    """GET /v1/jobs/{id}: the job's JSON, or NotFound naming `job_id`."""
+    found = None
+    if _possible(job_id):
+        found = session.execute(_versioned(session).where(Job.id == job_id)).first()
+    if found is None or found[0].tenant_id != tenant:
+        raise NotFound(f"no job with id {job_id!r}", field="job_id")
+    return _rendered(session, [found])[0]
+
+
+def jobs_page_json(
+    session: Session, tenant: str, limit: int, after: str | None, status: str | None
+) -> bytes:
+    """GET /v1/jobs: a newest-first page (app/pagination.py's cursor) as JSON."""
+    where = Job.tenant_id == tenant
+    if status:
+        where = and_(where, Job.status == status)
+    query = _versioned(session).where(where)
+    if after is not None:
+        anchor = session.get(Job, after) if _possible(after) else None
+        if anchor is None:
+            raise InvalidInput(f"`after` names no item: {after!r}", field="after")
+        query = query.where(
+            or_(
+                Job.created_at < anchor.created_at,
+                and_(Job.created_at == anchor.created_at, Job.id < anchor.id),
+            )
+        )
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    rows = session.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    tail = {"has_more": more, "next_after": rows[-1][0].id if more else None}
+    # Page[JobPublic]'s fields, in its order: object, data, has_more, next_after.
+    return (
+        b'{"object":"list","data":['
+        + b",".join(_rendered(session, rows))
+        + b"],"
+        + json.dumps(tail, separators=(",", ":")).encode()[1:]
+    )
