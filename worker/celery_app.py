@@ -13,12 +13,14 @@ from app.observability import configure_logging
 from app.queue import get_celery
 from app.settings import get_settings
 from worker.lease import worker_name
-from worker.warmup import start_warm_up
+from worker.warmup import WARM_UP_SECONDS, warm_up_child
 
 # JSON logs from the start: Celery warns (e.g. about running as root) before setup_logging.
 configure_logging(get_settings().log_level)
 celery = get_celery()
 celery.conf.include = ["worker.tasks"]
+# A job pool child warms up as it starts (worker/warmup.py): seconds, not Celery's default 4.
+celery.conf.worker_proc_alive_timeout = WARM_UP_SECONDS
 app = celery
 
 
@@ -80,8 +82,8 @@ def _child_started(**_: Any) -> None:
     # connections: drop the inherited ones (without closing the parent's) and open our own.
     get_engine().dispose(close=False)
     if _serves_jobs():
-        # One job per child: warm this one up for the next job while the worker is idle.
-        start_warm_up()
+        # Before this child takes its first job (worker/warmup.py).
+        warm_up_child()
 
 
 # Connected by call, not as decorators: Celery's signals are untyped.

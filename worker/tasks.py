@@ -10,7 +10,7 @@ from app.observability import adopt_library_logging, job_context
 from app.queue import INSPECT_TEACHER_TASK, RUN_JOB_TASK
 from worker.celery_app import celery
 from worker.claim import ClaimFailed, claim, start_heartbeat
-from worker.warmup import release_job_memory, size_threads, wait_for_warm_up
+from worker.warmup import release_job_memory, size_threads
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,9 @@ def _run_job(self: Any, job_id: str) -> None:
             log.info("job %s is not queued any more; leaving it", job_id)
             return
         # Imported here so the worker's parent process never loads torch (or touches CUDA);
-        # the child's warm-up (worker/warmup.py) has usually imported it already.
+        # the child's warm-up (worker/warmup.py) has imported it already.
         heartbeat = start_heartbeat(lease)
         try:
-            wait_for_warm_up()
             size_threads()
             from worker.pipeline import run_claimed
         except BaseException:

@@ -4,10 +4,10 @@ Jobs run in pool children (app/queue.py: up to jobs_per_child each, then a fresh
 Without warming, a child's first job would pay, on the clock its user watches, for importing
 torch, onnx and onnxruntime, and for the one-off costs of their first calls (the first
 backward pass and optimizer step, the first ONNX export, the first inference session):
-seconds, most of a small job's wait. The child starts this in a thread the moment it is
-forked, which is while the worker is idle, so a job that arrives later finds all of it done;
-one that arrives during it waits for the rest (the task joins this thread before it imports
-anything itself, so two threads never import at once).
+seconds, most of a small job's wait. The child runs this as it starts (worker_process_init),
+before it takes a job: the pool hands a child its first message only once it has started
+(app/queue.py allows WARM_UP_SECONDS for that). That is while the worker is idle; a job that
+arrives during it waits in the queue for the rest. One thread does it, so imports never race.
 
 Tiny models only, on random numbers: nothing here touches a job, a database or a file but a
 temporary one."""
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -70,21 +69,6 @@ def warm_up() -> float:
     return time.perf_counter() - started
 
 
-def _run() -> None:
-    try:
-        size_threads()
-        seconds = warm_up()
-        from app.observability import adopt_library_logging
-
-        adopt_library_logging("torch")
-        log.info("warmed up for jobs in %.2f s", seconds)
-    except Exception:  # a job still runs without it, only slower to start
-        log.exception("warm-up failed; jobs will pay for it themselves")
-
-
-_started: list[threading.Thread] = []
-
-
 def size_threads() -> int:
     """The job's torch threads (DISTILLERY_JOB_THREADS): set before its first torch op, so a
     job never takes the core the embedded API serves on."""
@@ -97,17 +81,18 @@ def size_threads() -> int:
     return threads
 
 
-def start_warm_up() -> None:
-    thread = threading.Thread(target=_run, name="distillery-warm-up", daemon=True)
-    thread.start()
-    _started.append(thread)
+def warm_up_child() -> None:
+    """Called in the pool child as it starts (worker_process_init), before it takes a job:
+    a job never waits for imports it could have had, and nothing imports in two threads."""
+    try:
+        size_threads()
+        seconds = warm_up()
+        from app.observability import adopt_library_logging
 
-
-def wait_for_warm_up() -> None:
-    """Block until this process's warm-up has ended, so that the job's own imports never
-    race it (one thread imports at a time)."""
-    for thread in _started:
-        thread.join()
+        adopt_library_logging("torch")
+        log.info("warmed up for jobs in %.2f s", seconds)
+    except Exception:  # a job still runs without it, only slower to start
+        log.exception("warm-up failed; jobs will pay for it themselves")
 
 
 def release_job_memory() -> None:
@@ -120,3 +105,6 @@ def release_job_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+WARM_UP_SECONDS = 120.0  # how long a pool child may take to start, its warm-up included

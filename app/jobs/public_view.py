@@ -24,7 +24,6 @@ from typing import Any
 
 from sqlalchemy import Select, and_, literal_column, or_, select
 from sqlalchemy.orm import Session, defer
-from sqlalchemy.orm.attributes import set_committed_value
 
 from app.errors import InvalidInput, NotFound
 from app.jobs.schemas import JobPublic
@@ -67,12 +66,13 @@ class RenderedJobs:
 RENDERED = RenderedJobs()
 
 
-def _versioned(session: Session) -> Select[Any]:
-    """Jobs without their two documents, each with its row version where the database has one."""
+def _versioned(session: Session, documents: bool = False) -> Select[Any]:
+    """Jobs, each with its row version where the database has one; without their two
+    documents (spec, metrics) unless asked."""
     postgres = session.get_bind().dialect.name == "postgresql"
     version: Any = literal_column("jobs.xmin::text" if postgres else "NULL")
-    query: Select[Any] = select(Job, version).options(defer(Job.spec), defer(Job.metrics))
-    return query
+    query: Select[Any] = select(Job, version)
+    return query if documents else query.options(defer(Job.spec), defer(Job.metrics))
 
 
 def _version(job: Job, xmin: str | None) -> str | None:
@@ -84,23 +84,24 @@ def _version(job: Job, xmin: str | None) -> str | None:
 
 
 def _rendered(session: Session, rows: Sequence[Any]) -> list[bytes]:
-    """Each (job, xmin) row's JSON: cached, or rendered after one query loads the documents of
-    every job that changed (set as loaded, so nothing is written back)."""
-    versions = [_version(job, xmin) for job, xmin in rows]
-    bodies = [RENDERED.get(job.id, v) for (job, _), v in zip(rows, versions, strict=True)]
-    changed = {job.id: job for (job, _), body in zip(rows, bodies, strict=True) if body is None}
+    """Each (job, xmin) row's JSON: cached, or rendered from the whole row read again in one
+    statement for every job that changed (one statement: under READ COMMITTED, a second one
+    could see a newer version of the row than the first, and mix the two)."""
+    found: list[bytes | None] = [RENDERED.get(job.id, _version(job, xmin)) for job, xmin in rows]
+    changed = [job.id for (job, _), body in zip(rows, found, strict=True) if body is None]
     if changed:
-        documents = select(Job.id, Job.spec, Job.metrics).where(Job.id.in_(changed))
-        for job_id, spec, metrics in session.execute(documents):
-            set_committed_value(changed[job_id], "spec", spec)
-            set_committed_value(changed[job_id], "metrics", metrics)
-    found = []
-    for (job, _), version, body in zip(rows, versions, bodies, strict=True):
-        if body is None:
+        fresh = (
+            _versioned(session, documents=True)
+            .where(Job.id.in_(changed))
+            .execution_options(populate_existing=True)
+        )
+        position = {job.id: i for i, (job, _) in enumerate(rows)}
+        for job, xmin in session.execute(fresh):
             body = JobPublic.model_validate(job_public(job)).model_dump_json().encode()
-            RENDERED.put(job.id, version, body)
-        found.append(body)
-    return found
+            RENDERED.put(job.id, _version(job, xmin), body)
+            found[position[job.id]] = body
+    # A job deleted between the two statements is left out.
+    return [body for body in found if body is not None]
 
 
 def _possible(ident: str) -> bool:
@@ -113,9 +114,10 @@ def job_json(session: Session, job_id: str, tenant: str) -> bytes:
     found = None
     if _possible(job_id):
         found = session.execute(_versioned(session).where(Job.id == job_id)).first()
-    if found is None or found[0].tenant_id != tenant:
+    bodies = _rendered(session, [found]) if found and found[0].tenant_id == tenant else []
+    if not bodies:
         raise NotFound(f"no job with id {job_id!r}", field="job_id")
-    return _rendered(session, [found])[0]
+    return bodies[0]
 
 
 def jobs_page_json(

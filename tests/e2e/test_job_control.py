@@ -81,6 +81,15 @@ def test_list_jobs_newest_first_paginated(
     assert positions == sorted(positions, reverse=True), "newest first"
     for job_id in made:
         service.wait(job_id)
+    # Listed above while queued or running (each rendering cached by row version), now ended:
+    # the list and each job's own answer show the row as it is now, identically.
+    listed = {j["id"]: j for j in api.get("/v1/jobs", params={"limit": 100}).json()["data"]}
+    for job_id in made:
+        assert listed[job_id] == api.get(f"/v1/jobs/{job_id}").json()
+        assert listed[job_id]["status"] == "succeeded" and listed[job_id]["metrics"]["history"]
+    ended = api.get("/v1/jobs", params={"status": "succeeded", "limit": 100}).json()["data"]
+    assert set(made) <= {j["id"] for j in ended}
+    assert all(j["status"] == "succeeded" for j in ended)
     assert api.get("/v1/jobs", params={"after": "job_nope"}).status_code == 422
 
 
