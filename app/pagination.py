@@ -9,6 +9,7 @@ from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.errors import InvalidInput
+from app.ownership import possible_id
 
 T = TypeVar("T")
 
@@ -16,6 +17,17 @@ T = TypeVar("T")
 class Listed(Protocol):
     id: Any
     created_at: Any
+
+
+def before(session: Session, model: type[Any], after: str) -> Any:
+    """The rows listed after `after` newest first (older, or as old with a smaller id);
+    InvalidInput naming `after` when it names no row."""
+    anchor = session.get(model, after) if possible_id(after) else None
+    if anchor is None:
+        raise InvalidInput(f"`after` names no item: {after!r}", field="after")
+    created: InstrumentedAttribute[Any] = model.created_at
+    ident: InstrumentedAttribute[Any] = model.id
+    return or_(created < anchor.created_at, and_(created == anchor.created_at, ident < anchor.id))
 
 
 def newest_first(
@@ -27,12 +39,7 @@ def newest_first(
     if where is not None:
         query = query.where(where)
     if after is not None:
-        anchor = session.get(model, after)
-        if anchor is None:
-            raise InvalidInput(f"`after` names no item: {after!r}", field="after")
-        query = query.where(
-            or_(created < anchor.created_at, and_(created == anchor.created_at, ident < anchor.id))
-        )
+        query = query.where(before(session, model, after))
     rows = list(session.scalars(query.order_by(created.desc(), ident.desc()).limit(limit + 1)))
     has_more = len(rows) > limit
     rows = rows[:limit]

@@ -22,15 +22,16 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, literal_column, or_, select
+from sqlalchemy import Select, and_, literal_column, select
 from sqlalchemy.orm import Session, defer
 
-from app.errors import InvalidInput, NotFound
+from app.errors import NotFound
 from app.jobs.schemas import JobPublic
 from app.jobs.service import job_public
 from app.jobs.state import TERMINAL
 from app.models import Job
-from app.ownership import MAX_ID_LENGTH
+from app.ownership import possible_id
+from app.pagination import before
 
 CACHED_JOBS = 20_000
 
@@ -104,15 +105,10 @@ def _rendered(session: Session, rows: Sequence[Any]) -> list[bytes]:
     return [body for body in found if body is not None]
 
 
-def _possible(ident: str) -> bool:
-    # Ids are short and printable: one that is not names nothing (app/ownership.py).
-    return len(ident) <= MAX_ID_LENGTH and "\x00" not in ident
-
-
 def job_json(session: Session, job_id: str, tenant: str) -> bytes:
     """GET /v1/jobs/{id}: the job's JSON, or NotFound naming `job_id`."""
     found = None
-    if _possible(job_id):
+    if possible_id(job_id):
         found = session.execute(_versioned(session).where(Job.id == job_id)).first()
     bodies = _rendered(session, [found]) if found and found[0].tenant_id == tenant else []
     if not bodies:
@@ -129,15 +125,7 @@ def jobs_page_json(
         where = and_(where, Job.status == status)
     query = _versioned(session).where(where)
     if after is not None:
-        anchor = session.get(Job, after) if _possible(after) else None
-        if anchor is None:
-            raise InvalidInput(f"`after` names no item: {after!r}", field="after")
-        query = query.where(
-            or_(
-                Job.created_at < anchor.created_at,
-                and_(Job.created_at == anchor.created_at, Job.id < anchor.id),
-            )
-        )
+        query = query.where(before(session, Job, after))
     query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
     rows = session.execute(query).all()
     more = len(rows) > limit

@@ -6,6 +6,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,6 +85,7 @@ def _write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
     """The TorchScript exporter first: it writes an mlp or cnn student in tens of
     milliseconds, where torch.export takes about two seconds even in a warm process (the
     parity check below holds either way). torch.export for what TorchScript cannot trace."""
+    names: dict[str, Any] = {"input_names": ["input"], "output_names": ["logits"]}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated in 2.13
@@ -91,8 +93,7 @@ def _write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
                 model,
                 (example,),
                 str(path),
-                input_names=["input"],
-                output_names=["logits"],
+                **names,
                 dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                 opset_version=OPSET,
                 dynamo=False,
@@ -105,8 +106,7 @@ def _write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
         model,
         (example,),
         str(path),
-        input_names=["input"],
-        output_names=["logits"],
+        **names,
         dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
         external_data=False,
         dynamo=True,

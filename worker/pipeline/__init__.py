@@ -2,6 +2,6 @@
 export, deliver. The Celery task claims the job (worker/claim.py)
 and calls `run_claimed(lease)`."""
 
-from worker.pipeline.run import run_claimed, run_job
+from worker.pipeline.run import run_claimed
 
-__all__ = ["run_claimed", "run_job"]
+__all__ = ["run_claimed"]

@@ -20,9 +20,7 @@ from app.db import session_scope
 from app.jobs.spec import JobSpec
 from app.jobs.state import JobStatus, fail, move
 from app.models import Job
-from app.observability import job_context
 from app.settings import Settings, get_settings
-from worker.claim import claim, start_heartbeat
 from worker.engine import JobFailure, OutOfMemory, RunHooks, run_hooks
 from worker.engine.errors import is_memory_error, memory_summary
 from worker.lease import DatabaseCheckpoints, Heartbeat, JobCancelled, Lease, LeaseLost
@@ -125,13 +123,3 @@ def run_claimed(lease: Lease, heartbeat: Heartbeat) -> None:
             log.exception("job %s failed", lease.job_id)
         log.warning("job failed: %s: %s", failure.code, failure)
         _finish(lease, JobStatus.FAILED, failure)
-
-
-def run_job(job_id: str) -> None:
-    """Claim the job and run it (what the Celery task does, in one call)."""
-    with job_context(job_id):
-        lease = claim(job_id)
-        if lease is None:
-            log.info("job %s is not queued any more; leaving it", job_id)
-            return
-        run_claimed(lease, start_heartbeat(lease))
