@@ -147,8 +147,9 @@ class KDMethodConfig(_Strict):
         default=None,
         ge=0,
         le=1000,
-        description="Early-stopped KD: after this epoch only the hard labels train the "
-        "student (alpha = 1). None: distill to the end.",
+        description="Early-stopped KD: after this epoch only hard labels train the student "
+        "(alpha = 1): the data's labels, and the teacher's argmax on transfer rows. None: "
+        "distill to the end.",
     )
 
 

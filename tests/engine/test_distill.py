@@ -101,6 +101,24 @@ def test_transfer_rows_and_the_output_cache(
     assert cache.hits == 4
 
 
+def test_transfer_rows_keep_teaching_after_kd_stops(teacher_and_data: tuple[Path, Splits]) -> None:
+    """Early-stopped KD from epoch 0: hard labels only, and the transfer rows, which have no
+    labels, learn the teacher's argmax. 40 labeled rows alone leave the student far from the
+    teacher; with the 960 transfer rows labeled by its argmax it follows the teacher."""
+    path, splits = teacher_and_data
+    teacher = load_teacher(path)
+    few = ArraySplit(splits.train.x[:40], splits.train.y[:40])
+    extra = TransferRows("rest", splits.train.x[40:])
+    stopped = Splits(few, splits.validation, splits.test, (extra,))
+    cfg = config(student(hidden_sizes=(32,)), method(kd_stop_epoch=0), training(15))
+    outcome = kd(cfg, teacher, stopped)
+    assert all(r.soft_loss == 0.0 for r in outcome.history)  # the soft term never trained
+    scratch, distilled = outcome.test.scratch_accuracy, outcome.test.student_accuracy
+    assert scratch is not None and distilled is not None
+    assert distilled > scratch + 0.1
+    assert agreement(outcome.test.student, outcome.test.teacher) > 0.85
+
+
 @pytest.mark.parametrize(
     ("spec", "shape"),
     [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,7 +19,7 @@ from worker.engine.config import DistillConfig
 from worker.engine.evaluation import accuracy, agreement
 from worker.engine.finite import finite_loss
 from worker.engine.hooks import CheckpointStore, current_hooks, pack_state, unpack_state
-from worker.engine.losses import kd_loss_rows
+from worker.engine.losses import UNLABELED, kd_loss_rows
 from worker.engine.students import Standardize
 
 
@@ -52,6 +52,16 @@ class TrainingRows:
     # x went through the student's Standardize layer once, up front: the training steps run
     # the layers after it, with no per-batch normalization a plain loop would not have.
     standardized: bool = False
+
+    def hard_labeled(self) -> TrainingRows:
+        """These rows for hard labels alone (early-stopped KD after its stop epoch): the
+        data's labels where it has them, the teacher's argmax on the rest, so that transfer
+        rows keep teaching after the soft term stops."""
+        guess = self.targets.argmax(dim=1)
+        labels = guess if self.labels is None else torch.where(
+            self.labels == UNLABELED, guess, self.labels
+        )
+        return replace(self, labels=labels)
 
     def labeled(self, labels: torch.Tensor | None) -> TrainingRows:
         """The labeled rows alone (the scratch baseline), with these labels."""
@@ -277,10 +287,12 @@ def fit(
     if done and hooks.on_resume is not None:
         hooks.on_resume(name, done)
     stop = config.method.kd_stop_epoch
+    after_stop = rows.hard_labeled() if stop is not None else rows
     for epoch in range(done + 1, config.training.epochs + 1):
         started = time.perf_counter()
-        epoch_alpha = 1.0 if stop is not None and epoch > stop else alpha
-        sums = _epoch(run, rows, config, epoch_alpha, teacher_on_batch)
+        stopped = stop is not None and epoch > stop
+        epoch_alpha, epoch_rows = (1.0, after_stop) if stopped else (alpha, rows)
+        sums = _epoch(run, epoch_rows, config, epoch_alpha, teacher_on_batch)
         seen = _validation_accuracy(student, validation)
         record = _record(epoch, sums, epoch_alpha, rows, seen, time.perf_counter() - started)
         run.history.append(record)
