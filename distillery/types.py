@@ -137,6 +137,7 @@ class EnsembleMember(TypedDict):
     output_kind: str
     parameters: int
     accuracy: float | None
+    validation_accuracy: float | None
 
 
 class TeacherReport(TypedDict):

@@ -229,8 +229,11 @@ def _detail_tables(metrics: JobMetrics) -> list[str]:
         ),
         _table(
             "Ensemble members",
-            ["teacher", "parameters", "accuracy"],
-            [[m.id, m.parameters, _pct(m.accuracy)] for m in metrics.teacher.ensemble or []],
+            ["teacher", "parameters", "validation accuracy", "test accuracy"],
+            [
+                [m.id, m.parameters, _pct(m.validation_accuracy), _pct(m.accuracy)]
+                for m in metrics.teacher.ensemble or []
+            ],
         ),
     ]
 

@@ -100,6 +100,8 @@ class EnsembleMember(_Report):
     output_kind: str
     parameters: int
     accuracy: float | None
+    # On the validation rows: a member below the scratch student is named in the warnings.
+    validation_accuracy: float | None = None
 
 
 class TeacherReport(_Report):

@@ -12,11 +12,14 @@ from tests.support import Digits, Service, TeacherFiles
 from tests.support.teachers import save_onnx
 
 
-def _linear_teacher(digits: Digits, folder: Path, flat: bool) -> Path:
-    """A second, weaker teacher (softmax regression), trained here."""
+def _linear_teacher(digits: Digits, folder: Path, flat: bool, shuffled: bool = False) -> Path:
+    """A second, weaker teacher (softmax regression), trained here; `shuffled`: trained on
+    labels in a random order, so it is no better than chance."""
     torch.manual_seed(3)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     x, y = torch.from_numpy(digits.x_train), torch.from_numpy(digits.y_train)
+    if shuffled:
+        y = y[torch.randperm(len(y))]
     if flat:
         x = x.reshape(len(x), 64)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -24,7 +27,7 @@ def _linear_teacher(digits: Digits, folder: Path, flat: bool) -> Path:
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
-    path = folder / ("flat.onnx" if flat else "linear.onnx")
+    path = folder / f"{'flat' if flat else 'linear'}{'-shuffled' if shuffled else ''}.onnx"
     save_onnx(model, x[:2], path)
     return path
 
@@ -43,6 +46,9 @@ def ids(
         "mlp": service.upload_teacher(digits_teacher.onnx).json()["id"],
         "linear": service.upload_teacher(_linear_teacher(digits, folder, False)).json()["id"],
         "flat": service.upload_teacher(_linear_teacher(digits, folder, True)).json()["id"],
+        "chance": service.upload_teacher(
+            _linear_teacher(digits, folder, False, shuffled=True)
+        ).json()["id"],
         "train": service.upload_dataset(digits_files["train"]).json()["id"],
         "test": service.upload_dataset(digits_files["test"]).json()["id"],
     }
@@ -66,8 +72,35 @@ def test_ensemble_of_teachers(production_service: Service, ids: dict[str, str]) 
     members = metrics["teacher"]["ensemble"]
     assert [m["id"] for m in members] == [ids["mlp"], ids["linear"]]
     assert all(0.8 < m["accuracy"] <= 1.0 for m in members)
+    assert all(0.8 < m["validation_accuracy"] <= 1.0 for m in members)
     assert metrics["teacher_parameters"] == sum(m["parameters"] for m in members)
     assert metrics["student_accuracy"] > 0.85
+    assert not any("ensemble member" in w for w in metrics["warnings"])
+
+
+def test_an_ensemble_member_below_scratch_is_named(
+    production_service: Service, ids: dict[str, str]
+) -> None:
+    """A member no better than chance pulls the ensemble's targets off the labels: the job
+    names it in its warnings (and its events), on the validation rows."""
+    service = production_service
+    body = {
+        "teacher_ids": [ids["mlp"], ids["chance"]],
+        "train_dataset_id": ids["train"],
+        "training": {"epochs": 5},
+        "quantize": False,
+    }
+    r = service.client.post("/v1/jobs", json=body)
+    assert r.status_code == 201, r.text
+    job = service.wait(r.json()["id"])
+    assert job["status"] == "succeeded", f"{job}\n{service.tail()}"
+    metrics = service.client.get(f"/v1/jobs/{job['id']}/artifacts/metrics.json").json()
+    chance = metrics["teacher"]["ensemble"][1]
+    assert chance["validation_accuracy"] < 0.3
+    named = [w for w in metrics["warnings"] if "ensemble member" in w]
+    assert len(named) == 1 and ids["chance"] in named[0], metrics["warnings"]
+    events = service.client.get(f"/v1/jobs/{job['id']}/events", params={"limit": 1000})
+    assert any(ids["chance"] in e["message"] for e in events.json()["data"])
 
 
 @pytest.mark.parametrize(

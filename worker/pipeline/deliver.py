@@ -30,7 +30,7 @@ from worker.pipeline.evaluate import Scores
 from worker.pipeline.export import Exported
 from worker.pipeline.inputs import JobInputs
 from worker.pipeline.plan import TrainingPlan
-from worker.pipeline.verdict import recommend
+from worker.pipeline.verdict import member_warnings, recommend
 from worker.report import render_report
 
 REPORT_TYPES = {"metrics.json": "application/json", "report.html": "text/html"}
@@ -50,6 +50,7 @@ def job_metrics(
 ) -> JobMetrics:
     outcome, spec = result.outcome, run.spec
     recommendation, warnings = recommend(outcome)
+    warnings += member_warnings(scores.teacher.ensemble or [], outcome.scratch_validation_accuracy)
     assistants = scores.assistants
     for report in assistants or []:
         onnx = exported.assistants[report.step]

@@ -19,6 +19,7 @@ from worker.engine import (
     MappedTeacher,
     MethodResult,
     Teacher,
+    accuracy,
     agreement,
     classification_report,
 )
@@ -50,18 +51,19 @@ def _report(found: ClassReport | None) -> ClassificationReport | None:
 def _members(run: JobRun, plan: TrainingPlan, found: JobTeachers) -> list[EnsembleMember] | None:
     if run.spec.teachers.kind != "ensemble":
         return None
-    test = plan.splits.test
+    splits = plan.splits
     members = []
     for member, file in zip(found.members, found.files, strict=True):
-        logits = teacher_logits(member, test.x, run.cache)
-        accuracy = float((logits.argmax(axis=1) == test.y).mean()) if test.y is not None else None
+        test = teacher_logits(member, splits.test.x, run.cache)
+        validation = teacher_logits(member, splits.validation.x, run.cache)
         members.append(
             EnsembleMember(
                 id=file.id,
                 output_name=file.output_name,
                 output_kind=file.output_kind,
                 parameters=member.parameters,
-                accuracy=accuracy,
+                accuracy=accuracy(test, splits.test.y),
+                validation_accuracy=accuracy(validation, splits.validation.y),
             )
         )
     return members

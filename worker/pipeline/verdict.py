@@ -7,12 +7,28 @@ which the report's verdict and the job's events repeat."""
 
 from __future__ import annotations
 
-from app.jobs.metrics import Recommendation, ValidationScores
+from collections.abc import Sequence
+
+from app.jobs.metrics import EnsembleMember, Recommendation, ValidationScores
 from worker.engine import DistillOutcome
 
 
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}%"
+
+
+def member_warnings(members: Sequence[EnsembleMember], scratch: float | None) -> list[str]:
+    """An ensemble member below the scratch student on the validation rows pulls the
+    ensemble's targets away from the labels: name it, so it can be left out."""
+    if scratch is None:
+        return []
+    return [
+        f"ensemble member {m.id} scores {_pct(m.validation_accuracy)} on the validation rows, "
+        f"below the student trained from scratch ({_pct(scratch)}): leave it out of "
+        "teacher_ids, or raise method.alpha to weigh the labels more."
+        for m in members
+        if m.validation_accuracy is not None and m.validation_accuracy < scratch
+    ]
 
 
 def recommend(outcome: DistillOutcome) -> tuple[Recommendation | None, list[str]]:
