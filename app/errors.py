@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -10,10 +11,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+DATABASE_RETRY_SECONDS = 5
+
+log = logging.getLogger(__name__)
 
 
 class FieldProblem(BaseModel):
@@ -206,12 +210,41 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+    # The database did not answer (down, restarting, out of connections): nothing the
+    # request did, and nothing was written; the client may retry.
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    down = ServiceUnavailable("the database is not answering; retry in a few seconds")
+    return problem_response(
+        down.to_problem(), headers={"Retry-After": str(DATABASE_RETRY_SECONDS)}
+    )
+
+
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    # Anything else is a bug: logged with its traceback, answered as problem+json (not
+    # Starlette's plain-text page), without the exception's text, which may hold internals.
+    log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        Problem(
+            type="urn:distillery:problem:internal_error",
+            title="Internal error",
+            status=500,
+            detail="the service failed on this request (a bug, logged on the server: please "
+            "report it); nothing in the request was wrong that it can name",
+            code="internal_error",
+        )
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error the API answers is problem+json (RFC 9457)."""
     app.add_exception_handler(ProblemError, _problem)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(DataError, _data)
+    app.add_exception_handler(OperationalError, _database_down)
+    app.add_exception_handler(InterfaceError, _database_down)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _internal)  # Starlette's server-error middleware
 
 
 def allowed_methods(request: Request) -> list[str]:

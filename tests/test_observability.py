@@ -94,6 +94,15 @@ def test_readyz_names_what_is_down(tmp_path: Path) -> None:
         assert metrics.status_code == 200
         assert "distillery_database_up 0.0" in metrics.text
         assert 'route="/readyz"' in metrics.text and 'status="503"' in metrics.text
+        # A route that needs the database answers 503 problem+json with Retry-After, and the
+        # API keeps serving.
+        for _ in range(2):
+            jobs = httpx.get(f"{service.base_url}/v1/jobs", timeout=30)
+            assert jobs.status_code == 503, jobs.text
+            assert jobs.headers["content-type"].startswith("application/problem+json")
+            assert jobs.json()["code"] == "service_unavailable"
+            assert int(jobs.headers["retry-after"]) > 0
+        assert service.alive()
     finally:
         service.stop()
 
