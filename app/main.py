@@ -19,6 +19,7 @@ from app.errors import (
     problem_response,
 )
 from app.jobs import routes as jobs
+from app.jobs.live import Listener
 from app.observability import MetricsMiddleware, configure_logging, readiness, registry
 from app.ratelimit import RateLimitMiddleware, make_limiter
 from app.security_headers import NoSniffMiddleware
@@ -38,8 +39,18 @@ Errors are `application/problem+json`: `detail` says what to fix and `errors` na
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-    get_settings().ensure_dirs()
-    yield
+    settings = get_settings()
+    settings.ensure_dirs()
+    # On Postgres, polls of unchanged jobs are answered without a query (app/jobs/live.py).
+    listener = None
+    if settings.resolved_database_url.startswith("postgresql"):
+        listener = Listener(settings.resolved_database_url)
+        listener.start()
+    try:
+        yield
+    finally:
+        if listener is not None:
+            listener.stop()
 
 
 def create_app() -> FastAPI:

@@ -13,7 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 from sqlalchemy import ColumnElement, case, func, select, text
 from sqlalchemy.orm import Session
@@ -21,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import workers
 from app.db import get_sessionmaker
+from app.jobs.live import LIVE
 from app.jobs.state import JobStatus
 from app.models import Job
 from app.settings import Settings
@@ -162,8 +167,24 @@ class JobCollector(Collector):
         )
 
 
+class AnswerCollector(Collector):
+    """How this process answered polls of jobs: from what it keeps, or by a query."""
+
+    def collect(self) -> Iterator[Any]:
+        answers = CounterMetricFamily(
+            "distillery_job_answers",
+            "Answers to GET /v1/jobs and /v1/jobs/{id} by source: live (kept since the job's "
+            "last change, no query) or database.",
+            labels=["source"],
+        )
+        for source, count in LIVE.answered.items():
+            answers.add_metric([source], count)
+        yield answers
+
+
 registry = CollectorRegistry()
 registry.register(JobCollector())
+registry.register(AnswerCollector())
 HTTP_LATENCY = Histogram(
     "distillery_http_request_duration_seconds",
     "HTTP request latency by route template.",

@@ -26,6 +26,7 @@ from sqlalchemy import Select, and_, literal_column, select
 from sqlalchemy.orm import Session, defer
 
 from app.errors import NotFound
+from app.jobs.live import LIVE
 from app.jobs.schemas import JobPublic
 from app.jobs.service import job_public
 from app.jobs.state import TERMINAL
@@ -106,20 +107,33 @@ def _rendered(session: Session, rows: Sequence[Any]) -> list[bytes]:
 
 
 def job_json(session: Session, job_id: str, tenant: str) -> bytes:
-    """GET /v1/jobs/{id}: the job's JSON, or NotFound naming `job_id`."""
+    """GET /v1/jobs/{id}: the job's JSON, or NotFound naming `job_id`. Kept in LIVE
+    (app/jobs/live.py) until the job changes."""
+    token = LIVE.token()
     found = None
     if possible_id(job_id):
         found = session.execute(_versioned(session).where(Job.id == job_id)).first()
     bodies = _rendered(session, [found]) if found and found[0].tenant_id == tenant else []
     if not bodies:
         raise NotFound(f"no job with id {job_id!r}", field="job_id")
+    LIVE.keep_job(token, job_id, tenant, bodies[0])
     return bodies[0]
 
 
 def jobs_page_json(
     session: Session, tenant: str, limit: int, after: str | None, status: str | None
 ) -> bytes:
-    """GET /v1/jobs: a newest-first page (app/pagination.py's cursor) as JSON."""
+    """GET /v1/jobs: a newest-first page (app/pagination.py's cursor) as JSON. Kept in LIVE
+    until a job of the tenant changes or a new one arrives."""
+    token = LIVE.token()
+    page = _page_json(session, tenant, limit, after, status)
+    LIVE.keep_page(token, tenant, (limit, after, status), page)
+    return page
+
+
+def _page_json(
+    session: Session, tenant: str, limit: int, after: str | None, status: str | None
+) -> bytes:
     where = Job.tenant_id == tenant
     if status:
         where = and_(where, Job.status == status)

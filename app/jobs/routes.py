@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app import finite_json, idempotency
 from app.auth import TenantDep
@@ -21,6 +22,7 @@ from app.errors import PROBLEM_RESPONSES, InvalidInput, NotFound
 from app.failpoints import failpoint
 from app.idempotency import IdempotencyKeyHeader, request_digest
 from app.jobs.events import event_public, events_after
+from app.jobs.live import LIVE, mark_changed
 from app.jobs.public_view import job_json, jobs_page_json
 from app.jobs.schemas import ArtifactPublic, JobEventPublic, JobPublic
 from app.jobs.service import create_job, job_public
@@ -66,6 +68,7 @@ def submit_job(
                     return _replay(response, session, first, tenant)
                 idempotency.claim(session, tenant, "jobs", idempotency_key, digest, job_id)
             create_job(session, body, tenant, settings, job_id)
+            mark_changed(session, tenant, job_id)  # the tenant's pages have a new job
     except idempotency.KeyTaken:
         first = idempotency.winner(tenant, "jobs", idempotency_key or "", digest)
         with session_scope() as session:
@@ -86,16 +89,28 @@ def _replay(response: Response, session: Session, job_id: str, tenant: str) -> d
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=PROBLEM_RESPONSES)
-def get_job(job_id: str, tenant: TenantDep) -> Response:
-    # JobPublic, rendered once per version of the row (app/jobs/public_view.py). The most
-    # polled route opens its unit of work itself: one trip to a worker thread, not three.
-    with session_scope() as session:
-        body = job_json(session, job_id, tenant)
+async def get_job(job_id: str, tenant: TenantDep) -> Response:
+    # The most polled route: answered from LIVE while the job has not changed (no query, no
+    # worker thread: app/jobs/live.py); else rendered once per version of the row
+    # (app/jobs/public_view.py) in one trip to a worker thread.
+    body = LIVE.job(job_id, tenant)
+    if body is None:
+        body = await run_in_threadpool(_job_json, job_id, tenant)
     return Response(body, media_type="application/json")
 
 
+def _job_json(job_id: str, tenant: str) -> bytes:
+    with session_scope() as session:
+        return job_json(session, job_id, tenant)
+
+
+def _page_json(tenant: str, limit: int, after: str | None, status: JobStatus | None) -> bytes:
+    with session_scope() as session:
+        return jobs_page_json(session, tenant, limit, after, status)
+
+
 @router.get("", response_model=Page[JobPublic], responses=PROBLEM_RESPONSES)
-def list_jobs(
+async def list_jobs(
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: Annotated[
@@ -106,8 +121,9 @@ def list_jobs(
         Query(description="only jobs in this state"),
     ] = None,
 ) -> Response:
-    with session_scope() as session:  # as get_job: one trip to a worker thread
-        page = jobs_page_json(session, tenant, limit, after, status)
+    page = LIVE.page(tenant, (limit, after, status))  # as get_job
+    if page is None:
+        page = await run_in_threadpool(_page_json, tenant, limit, after, status)
     return Response(page, media_type="application/json")
 
 
@@ -115,6 +131,7 @@ def list_jobs(
 def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
     _job(session, job_id, tenant)
     request_cancel(session, job_id)
+    mark_changed(session, tenant, job_id)
     session.flush()
     session.expire_all()
     return job_public(_job(session, job_id, tenant))
