@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -74,11 +74,19 @@ from worker.engine import (  # noqa: E402
 from worker.engine.methods.registry import SearchSettings  # noqa: E402
 from worker.engine.search import StudentShape  # noqa: E402
 from worker.pipeline.defaults import choose_transfer  # noqa: E402
-from worker.pipeline.plan import student_plan, synthesis_specs  # noqa: E402
+from worker.pipeline.plan import (  # noqa: E402
+    engine_method,
+    engine_training,
+    student_plan,
+    synthesis_specs,
+)
+from worker.pipeline.teacher import MappingInputs, build_mapping  # noqa: E402
+from worker.pipeline.verdict import recommend  # noqa: E402
 
 MIXUP_ROWS = 50_000  # the methods table's transfer set
 CROSS_MIXUP_ROWS = 5_000  # the cross-domain table's
 SCRATCH = "scratch (no teacher)"
+NAME_WIDTH = 42
 
 
 def log(message: str) -> None:
@@ -194,26 +202,39 @@ def train_teacher(
     lr: float,
     seed: int,
     path: Path,
+    checkpoints: tuple[int, ...] = (),
 ) -> Teacher:
-    """Train with plain cross-entropy and hand the ONNX file to the service's loader."""
+    """Train with plain cross-entropy and hand the ONNX file to the service's loader. The
+    model is also exported after each epoch in `checkpoints`, as `<path stem>-e<epoch>.onnx`
+    (an early-stopped teacher's checkpoints)."""
     torch.manual_seed(seed)
     model = make()
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
     model(x[:2])  # materializes lazy layers
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         model.train()
         for idx in torch.randperm(len(x)).split(100):
             opt.zero_grad()
             nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
+        if epoch in checkpoints:
+            model.eval()
+            save_onnx(model, x[:2], checkpoint_path(path, epoch))
     model.eval()
     save_onnx(model, x[:2], path)
     return load_teacher(path)
 
 
-def task_teachers(task: Task, seed: int, folder: Path, table: str) -> list[Teacher]:
-    """The task's two teachers for a seed (seeds seed*100 and seed*100 + 1), as ONNX files."""
+def checkpoint_path(path: Path, epoch: int) -> Path:
+    return path.with_name(f"{path.stem}-e{epoch}.onnx")
+
+
+def task_teachers(
+    task: Task, seed: int, folder: Path, table: str, checkpoints: tuple[int, ...] = ()
+) -> list[Teacher]:
+    """The task's two teachers for a seed (seeds seed*100 and seed*100 + 1), as ONNX files;
+    the first also saved after each epoch in `checkpoints` (see teacher_checkpoints)."""
     return [
         train_teacher(
             task.teacher,
@@ -222,10 +243,15 @@ def task_teachers(task: Task, seed: int, folder: Path, table: str) -> list[Teach
             task.teacher_epochs,
             task.teacher_lr,
             seed * 100 + k,
-            folder / f"{table}-{task.name}-{seed}-{k}.onnx",
+            teacher_path(task, seed, folder, table, k),
+            checkpoints if k == 0 else (),
         )
         for k in range(2)
     ]
+
+
+def teacher_path(task: Task, seed: int, folder: Path, table: str, k: int) -> Path:
+    return folder / f"{table}-{task.name}-{seed}-{k}.onnx"
 
 
 def config(
@@ -313,15 +339,15 @@ def markdown(title: str, results: dict[str, list[float]], scratch: str = SCRATCH
     lines = [
         title,
         "",
-        f"| {'student':<34} | {'test accuracy':>15} | {'gap closed':>10} |",
-        f"|{'-' * 36}|{'-' * 17}|{'-' * 12}|",
+        f"| {'student':<{NAME_WIDTH}} | {'test accuracy':>15} | {'gap closed':>10} |",
+        f"|{'-' * (NAME_WIDTH + 2)}|{'-' * 17}|{'-' * 12}|",
     ]
     for name, values in results.items():
         mean = statistics.mean(values)
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         plain = name == "teacher" or name.startswith("scratch")
         gap = "" if plain else f"{(mean - base) / (teacher - base):.0%}"
-        lines.append(f"| {name:<34} | {mean:>7.3f} ± {std:.3f} | {gap:>10} |")
+        lines.append(f"| {name:<{NAME_WIDTH}} | {mean:>7.3f} ± {std:.3f} | {gap:>10} |")
     return "\n".join(lines)
 
 
@@ -382,62 +408,153 @@ def default_transfer(spec: JobSpec, splits: Splits) -> tuple[TransferRows, ...]:
     return tuple(TransferRows(s.method, synthesize(splits.train.x, s)) for s in specs)
 
 
-def defaults_run(task: Task, seeds: list[int], folder: Path) -> dict[str, list[float]]:
-    results: dict[str, list[float]] = {}
-    spec = default_job_spec()
+CHECKPOINT_FRACTIONS = (4, 2)  # the early-stopped teacher's: after 1/4 and 1/2 of training
+
+
+def teacher_checkpoints(task: Task, seed: int, folder: Path) -> list[Teacher]:
+    """The first defaults teacher after a quarter, a half and all of its training."""
+    path = teacher_path(task, seed, folder, "defaults", 0)
+    early = [task.teacher_epochs // k for k in CHECKPOINT_FRACTIONS]
+    return [*(load_teacher(checkpoint_path(path, e)) for e in early), load_teacher(path)]
+
+
+def middle_hint(teacher: Teacher) -> str:
+    """The teacher's middle per-row tensor: FitNets guide the student's middle layer with it."""
+    candidates = list(getattr(teacher, "details", {}).get("hint_candidates", []))
+    return str(candidates[len(candidates) // 2])
+
+
+def job_config(spec: JobSpec, teacher: Teacher, seed: int, baseline: bool) -> DistillConfig:
+    """The engine config a job makes of `spec` (the default student sized from the teacher)."""
+    default_student, _ = student_plan(spec, teacher)
+    return DistillConfig(
+        student=default_student,
+        method=engine_method(spec.method),
+        training=replace(engine_training(spec.training), seed=seed),
+        baseline=baseline,
+    )
+
+
+def phi_teacher(teacher: Teacher, phi: str, splits: Splits) -> MappedTeacher:
+    """The teacher through phi with the spec's defaults for that phi, built as a job builds it."""
+    cross = default_job_spec(cross_domain={"phi": phi}).cross_domain
+    assert cross is not None
+    given = MappingInputs(tuple(teacher.input_shape), splits, None, None)  # type: ignore[arg-type]
+    return MappedTeacher(teacher, build_mapping(cross, given))
+
+
+def method_outcomes(
+    teachers: list[Teacher], checkpoints: list[Teacher], labeled: Splits, rich: Splits, seed: int
+) -> dict[str, DistillOutcome]:
+    """The default job and, in a row each, every method with only its own fields set. Only
+    the default job trains the scratch baseline; the others share it (same student, rows,
+    budget and seed)."""
+    teacher = teachers[0]
+    job_cfg = job_config(default_job_spec(), teacher, seed, baseline=True)
+    cfg = replace(job_cfg, baseline=False)
+
+    def own(**fields: object) -> DistillConfig:
+        return job_config(default_job_spec(**fields), teacher, seed, baseline=False)
+
+    [assistant] = assistant_specs(
+        cfg.student, teacher.input_shape, teacher.num_classes, teacher.parameters, 1
+    )
+    shape = StudentShape(cfg.student, teacher.input_shape, teacher.num_classes, None)
+    search = SearchSettings(SEARCH_BUDGET, shape)
+    hint = own(method={"hint": {"teacher_output": middle_hint(teacher)}})
+    found = {
+        "default job": run(job_cfg, teacher, rich),
+        f"default job, search budget {SEARCH_BUDGET}": run_method(
+            "search", MethodInputs(job_cfg, (teacher,), rich, search=search)
+        ).outcome,
+        "default job, KD on labeled rows only": run(cfg, teacher, labeled),
+        "ensemble of 2 (teacher_ids)": run(
+            cfg, EnsembleTeacher(teachers, cfg.method.temperature), rich
+        ),
+        "1 assistant (assistants.count 1)": run_method(
+            "assistants", MethodInputs(cfg, (teacher,), rich, assistants=(assistant,))
+        ).outcome,
+        "early-stopped KD (kd_stop_epoch 10)": run(
+            own(method={"kd_stop_epoch": 10}), teacher, rich
+        ),
+        "early-stopped teacher (3 checkpoints)": run_method(
+            "early_stopped_teacher", MethodInputs(cfg, tuple(checkpoints), rich)
+        ).outcome,
+        "FitNets hint (the teacher's middle tensor)": run(hint, teacher, rich),
+    }
+    for phi in ("identity", "gaussian_noise", "dilated_conv"):
+        found[f"cross-domain phi {phi}"] = run(cfg, phi_teacher(teacher, phi, rich), rich)
+    return found
+
+
+def defaults_run(task: Task, seeds: list[int], folder: Path) -> DefaultsResults:
+    results = DefaultsResults()
+    epochs = TrainingConfig().epochs
     for seed in seeds:
         started = time.perf_counter()
-        teachers = task_teachers(task, seed, folder, "defaults")
-        teacher = teachers[0]
+        marks = tuple(task.teacher_epochs // k for k in CHECKPOINT_FRACTIONS)
+        teachers = task_teachers(task, seed, folder, "defaults", marks)
         labeled = job_splits(task, seed)
-        rich = replace(labeled, transfer=default_transfer(spec, labeled))
-        default_student, _ = student_plan(spec, teacher)  # sized from the teacher, as a job does
-        cfg = support.config(default_student, support.method(), support.training(seed=seed))
-        job = run(cfg, teacher, rich)
-        [assistant] = assistant_specs(
-            cfg.student, teacher.input_shape, teacher.num_classes, teacher.parameters, 1
-        )
-        inputs = MethodInputs(cfg, (teacher,), rich, assistants=(assistant,))
-        assistants = run_method("assistants", inputs).outcome
-        ensemble = run(cfg, EnsembleTeacher(teachers, cfg.method.temperature), rich)
-        stopped = support.config(
-            cfg.student, support.method(kd_stop_epoch=10), support.training(seed=seed)
-        )
-        shape = StudentShape(cfg.student, teacher.input_shape, teacher.num_classes, None)
-        searched = run_method(
-            "search",
-            MethodInputs(cfg, (teacher,), rich, search=SearchSettings(SEARCH_BUDGET, shape)),
-        ).outcome
-        row = {
-            "teacher": float(job.test.teacher_accuracy or 0.0),
-            SCRATCH: float(job.test.scratch_accuracy or 0.0),
-            "default job": float(job.test.student_accuracy or 0.0),
-            f"default job, search budget {SEARCH_BUDGET}": float(
-                searched.test.student_accuracy or 0.0
-            ),
-            f"scratch, search budget {SEARCH_BUDGET}": float(searched.test.scratch_accuracy or 0.0),
-            "default job, KD on labeled rows only": student_accuracy(cfg, teacher, labeled),
-            "ensemble of 2 (teacher_ids)": float(ensemble.test.student_accuracy or 0.0),
-            "1 assistant (assistants.count 1)": float(assistants.test.student_accuracy or 0.0),
-            "early-stopped KD (kd_stop_epoch 10)": student_accuracy(stopped, teacher, rich),
-        }
-        for name, acc in row.items():
-            results.setdefault(name, []).append(acc)
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in row.items())
+        rich = replace(labeled, transfer=default_transfer(default_job_spec(), labeled))
+        checkpoints = teacher_checkpoints(task, seed, folder)
+        outcomes = method_outcomes(teachers, checkpoints, labeled, rich, seed)
+        job = outcomes["default job"]
+        searched = outcomes[f"default job, search budget {SEARCH_BUDGET}"]
+        results.add("teacher", float(job.test.teacher_accuracy or 0.0))
+        results.add(SCRATCH, float(job.test.scratch_accuracy or 0.0))
+        for name, outcome in outcomes.items():
+            shared = replace(outcome, scratch_history=job.scratch_history)
+            recommendation, warnings = recommend(shared)
+            ships = recommendation is not None and recommendation.ship == "student"
+            results.add(name, float(outcome.test.student_accuracy or 0.0), ships, warnings)
+            if name == f"default job, search budget {SEARCH_BUDGET}":
+                scratch = float(searched.test.scratch_accuracy or 0.0)
+                results.add(f"scratch, search budget {SEARCH_BUDGET}", scratch)
+        assert len(job.history) == epochs
+        shown = ", ".join(f"{k} {v[-1]:.3f}" for k, v in results.accuracy.items())
         log(f"  defaults {task.name} seed {seed}: {shown} ({time.perf_counter() - started:.0f} s)")
     return results
 
 
-def defaults_table(task: Task, results: dict[str, list[float]]) -> str:
-    return markdown(
+@dataclass
+class DefaultsResults:
+    """Test accuracy per row and seed, and for distilled rows what the job would recommend
+    on its validation rows (the student, or scratch) and whether it warned."""
+
+    accuracy: dict[str, list[float]] = field(default_factory=dict)
+    ships_student: dict[str, list[bool]] = field(default_factory=dict)
+    warned: dict[str, list[bool]] = field(default_factory=dict)
+
+    def add(
+        self, name: str, value: float, ships: bool | None = None, warnings: list[str] | None = None
+    ) -> None:
+        self.accuracy.setdefault(name, []).append(value)
+        if ships is not None:
+            self.ships_student.setdefault(name, []).append(ships)
+            self.warned.setdefault(name, []).append(bool(warnings))
+
+
+def defaults_table(task: Task, results: DefaultsResults) -> str:
+    seeds = len(results.accuracy["teacher"])
+    table = markdown(
         f"**{task.name}, defaults**: {len(task.x_train):,} labeled rows (15% held out for "
         f"validation, as a job does), {len(task.x_test):,} test rows; the default student "
         "(an MLP sized from the teacher), method and training; every distilled row with the "
-        "default transfer set for "
-        "the data's kind; scratch is the job's own baseline; "
-        f"{len(results['teacher'])} seeds.",
-        results,
-    )
+        "default transfer set for the data's kind and only its method's own fields set; "
+        f"scratch is the job's own baseline; {seeds} seeds. Ships: in how many seeds the job "
+        "recommends the distilled student over scratch (on its validation rows); warned: in "
+        "how many it carried a warning.",
+        results.accuracy,
+    ).split("\n")
+    table[2] += " ships | warned |"
+    table[3] += "-------|--------|"
+    for i, name in enumerate(results.accuracy, start=4):
+        if name in results.ships_student:
+            ships, warned = sum(results.ships_student[name]), sum(results.warned[name])
+            table[i] += f" {ships}/{seeds}   | {warned}/{seeds}    |"
+        else:
+            table[i] += "       |        |"
+    return "\n".join(table)
 
 
 # ---- int8: the quantized student against the fp32 one, per student kind --------------------
