@@ -14,8 +14,9 @@ Closed loop: `wrk -t2 -c<connections>` for `--seconds` against each, on `GET /v1
 (alternately the job and the list) while a job trains on the same machine; prints p50 / p99
 latency, each timed from when its request was due (a late answer delays the next), and
 errors (target: p99 at most 30 ms, no errors). The pollers are keep-alive connections on raw
-asyncio streams under uvloop, so the generator's own CPU weighs little on the shared cores. Needs `wrk` (apt-get install wrk).
-Prints figures; asserts nothing. Client, servers and database share this machine's cores."""
+asyncio streams under uvloop, so the generator's own CPU weighs little on the shared cores.
+Needs `wrk` (apt-get install wrk). Prints figures; asserts nothing. Client, servers and
+database share this machine's cores."""
 
 from __future__ import annotations
 
