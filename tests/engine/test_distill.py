@@ -297,4 +297,11 @@ def test_pt2_digits_teacher_on_flat_inputs_without_labels(tmp_path: Path) -> Non
     assert all(r.hard_loss == 0 for r in outcome.history)
     assert outcome.device in ("cpu", "cuda") and not outcome.student.training
     export = export_onnx(outcome.student, (64,), tmp_path / "s.onnx", sample=x[test][:1])
-    assert export.max_abs_diff < 1e-4 and export.opset >= 17
+    assert export.opset >= 17
+    # Distilled at alpha 0 and T 4 its logits run to the tens: the check, and this one, are
+    # relative to their scale (absolute below 1).
+    session = ort.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x[test]})[0]
+    with torch.no_grad():
+        want = outcome.student(torch.from_numpy(x[test])).numpy()
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
