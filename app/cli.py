@@ -14,10 +14,17 @@ from collections.abc import Sequence
 from app.settings import Settings, get_settings
 
 
-def _worker_command(settings: Settings, name: str, inspections: bool = False) -> list[str]:
+def _worker_command(
+    settings: Settings, name: str, inspections: bool = False, gpu: bool = False
+) -> list[str]:
     """One Celery worker pool: the job pool (jobs in warm child processes), or the inspection
-    pool, beside it with its own concurrency, so uploads are inspected while jobs train."""
-    queue = settings.inspection_queue_name if inspections else settings.queue_name
+    pool, beside it with its own concurrency, so uploads are inspected while jobs train. A
+    GPU worker's job pool serves the GPU queue only, so a job that asks for the GPU never
+    waits behind one that does not."""
+    if inspections:
+        queue = settings.inspection_queue_name
+    else:
+        queue = settings.job_queue(gpu)
     concurrency = settings.inspect_concurrency if inspections else settings.worker_concurrency
     command = [
         sys.executable,
@@ -48,10 +55,12 @@ POOLS = {"both": (False, True), "jobs": (False,), "inspections": (True,)}
 
 
 def _start_pools(
-    settings: Settings, name: str, pools: str = "both"
+    settings: Settings, name: str, pools: str = "both", gpu: bool = False
 ) -> list[subprocess.Popen[bytes]]:
     return [
-        subprocess.Popen(_worker_command(settings, name, inspections), preexec_fn=_die_with_parent)
+        subprocess.Popen(
+            _worker_command(settings, name, inspections, gpu), preexec_fn=_die_with_parent
+        )
         for inspections in POOLS[pools]
     ]
 
@@ -188,9 +197,11 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    """Both worker pools of this machine, supervised: jobs and upload inspections."""
+    """Both worker pools of this machine, supervised: jobs (or, with --gpu, the jobs that ask
+    for a GPU) and upload inspections."""
     settings.ensure_dirs()
-    return _supervise(_start_pools(settings, args.name, args.pools))
+    name = args.name or ("worker-gpu" if args.gpu else "worker")
+    return _supervise(_start_pools(settings, name, args.pools, args.gpu))
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -255,13 +266,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, default=None, help="port (DISTILLERY_API_PORT)")
     worker = sub.add_parser("worker", help="run a Celery worker that trains jobs")
     worker.add_argument(
-        "--name", default="worker", help="node name, unique per machine (default: worker)"
+        "--name",
+        default=None,
+        help="node name, unique per machine (default: worker, or worker-gpu with --gpu)",
     )
     worker.add_argument(
         "--pools",
         choices=sorted(POOLS),
         default="both",
         help="the job pool, the upload-inspection pool, or both (default)",
+    )
+    worker.add_argument(
+        "--gpu",
+        action="store_true",
+        help="a GPU worker: its job pool serves the GPU queue (DISTILLERY_GPU_QUEUE_NAME), "
+        'the jobs submitted with "resources": {"gpu": true}, and no other',
     )
     sub.add_parser("migrate", help="bring the database schema to the newest revision")
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)

@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.db import session_scope
+from app.jobs.spec import JobSpec
 from app.models import Job, OutboxMessage, Teacher, utcnow
 from app.queue import publish_inspection, publish_job
 
@@ -33,9 +34,15 @@ def enqueue_inspection(session: Session, teacher_id: str) -> None:
     session.flush()
 
 
-def _send(message: OutboxMessage) -> None:
+def _wants_gpu(session: Session, job_id: str) -> bool:
+    """Whether the job asked for a GPU: its message then goes to the GPU queue."""
+    spec = session.scalar(select(Job.spec).where(Job.id == job_id))
+    return spec is not None and JobSpec.model_validate(spec).resources.gpu
+
+
+def _send(session: Session, message: OutboxMessage) -> None:
     if message.job_id is not None:
-        publish_job(message.job_id)
+        publish_job(message.job_id, gpu=_wants_gpu(session, message.job_id))
     elif message.teacher_id is not None:
         publish_inspection(message.teacher_id)
 
@@ -57,7 +64,7 @@ def publish_pending(
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         for message in session.scalars(query):
-            _send(message)
+            _send(session, message)
             message.published_at = utcnow()
             sent += 1
             session.flush()

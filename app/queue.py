@@ -59,9 +59,11 @@ def get_celery() -> Celery:
     return make_celery(get_settings())
 
 
-def publish_job(job_id: str) -> None:
+def publish_job(job_id: str, gpu: bool = False) -> None:
+    """Wake a worker for the job: on the GPU queue, which GPU workers serve, when it asks
+    for a GPU (resources.gpu)."""
     settings = get_settings()
-    get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=settings.queue_name)
+    get_celery().send_task(RUN_JOB_TASK, args=[job_id], queue=settings.job_queue(gpu))
 
 
 def publish_inspection(teacher_id: str) -> None:

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
         "message (one directory listing; Redis pushes instead).",
     )
     queue_name: str = Field(default="distillery", description="Celery queue that jobs go to.")
+    gpu_queue_name: str = Field(
+        default="",
+        description="Celery queue of the jobs that ask for a GPU (resources.gpu), which GPU "
+        "workers (`distillery worker --gpu`) serve. Empty: the job queue's name with -gpu.",
+    )
     api_host: str = Field(default="127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(default=8000, description="Port the API listens on.")
     worker_concurrency: int = Field(default=1, ge=1, description="Jobs one worker runs at once.")
@@ -139,8 +144,9 @@ class Settings(BaseSettings):
         default=4 * 1024**3,
         ge=1024**3,
         description="Address-space limit of the process that inspects or runs a teacher (it "
-        "holds the runtime too: about 1 GiB before any model). Over it, the upload is refused "
-        "or the job fails with teacher_resource_limit.",
+        "holds the runtime too: about 1 GiB before any model; on a GPU, a data limit and its "
+        "GPU memory limit). The teacher's batch is sized from it. Over it, the upload is "
+        "refused or the job fails with teacher_resource_limit.",
     )
     teacher_cpu_seconds: int = Field(
         default=3600,
@@ -210,6 +216,14 @@ class Settings(BaseSettings):
     @property
     def inspection_queue_name(self) -> str:
         return f"{self.queue_name}.inspect"
+
+    @property
+    def resolved_gpu_queue_name(self) -> str:
+        return self.gpu_queue_name or f"{self.queue_name}-gpu"
+
+    def job_queue(self, gpu: bool) -> str:
+        """The queue a job's message goes to: the GPU queue for a job that asks for one."""
+        return self.resolved_gpu_queue_name if gpu else self.queue_name
 
     @property
     def anonymous_allowed(self) -> bool:

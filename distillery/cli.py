@@ -174,6 +174,8 @@ def job_body(client: Client, args: argparse.Namespace) -> dict[str, Any]:
     ):
         if getattr(args, flag) is not None:
             _section(body, "training")[key] = getattr(args, flag)
+    if args.gpu:
+        _section(body, "resources")["gpu"] = True
     return body
 
 
@@ -456,6 +458,9 @@ def _job_commands(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -
     submit.add_argument("--batch-size", type=int)
     submit.add_argument("--lr", type=float, help="learning rate")
     submit.add_argument("--seed", type=int)
+    submit.add_argument(
+        "--gpu", action="store_true", help='run on a GPU worker ("resources": {"gpu": true})'
+    )
     submit.add_argument("--watch", action="store_true", help="watch it until it ends")
     submit.set_defaults(handler=cmd_jobs_submit)
     for name, handler, text in (

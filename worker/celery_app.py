@@ -45,13 +45,14 @@ def _start_relay(sender: Any = None, **_: Any) -> None:
     settings = get_settings()
     queue = _served_queue(sender)
     inspections = queue == settings.inspection_queue_name
+    gpu = queue == settings.resolved_gpu_queue_name
     hostname = str(getattr(sender, "hostname", None) or worker_name())
     logging.getLogger("worker").info(
         "worker ready",
         extra={
             "hostname": hostname,
             "queue": queue,
-            "pool": "inspections" if inspections else "jobs",
+            "pool": "inspections" if inspections else "gpu jobs" if gpu else "jobs",
             "concurrency": (
                 settings.inspect_concurrency if inspections else settings.worker_concurrency
             ),
@@ -71,10 +72,14 @@ def _stop_relay(**_: Any) -> None:
         loop.stop()
 
 
+def _consumed() -> set[str]:
+    return set(getattr(celery.amqp.queues, "consume_from", None) or {})
+
+
 def _serves_jobs() -> bool:
-    """Whether this process's pool consumes the job queue (not the inspection queue)."""
-    selected = getattr(celery.amqp.queues, "consume_from", None) or {}
-    return get_settings().queue_name in selected
+    """Whether this process's pool consumes a job queue (not the inspection queue)."""
+    settings = get_settings()
+    return bool(_consumed() & {settings.queue_name, settings.resolved_gpu_queue_name})
 
 
 def _child_started(**_: Any) -> None:
@@ -83,7 +88,7 @@ def _child_started(**_: Any) -> None:
     get_engine().dispose(close=False)
     if _serves_jobs():
         # Before this child takes its first job (worker/warmup.py).
-        warm_up_child()
+        warm_up_child(gpu_queue=get_settings().resolved_gpu_queue_name in _consumed())
 
 
 # Connected by call, not as decorators: Celery's signals are untyped.

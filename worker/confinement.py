@@ -9,7 +9,14 @@ Network: a new, empty network namespace (no interface up, not even loopback), en
 kernel refuses namespaces (containers without the capability, user namespaces switched off), a
 seccomp filter makes `socket()` fail for every family but AF_UNIX and refuses io_uring (which
 can open sockets without the socket syscall); inherited descriptors are closed by the parent.
-Where neither works the process refuses to go on: nothing runs a model with the network open."""
+Where neither works the process refuses to go on: nothing runs a model with the network open.
+
+Memory: an address-space limit (RLIMIT_AS), except for a teacher on a GPU: CUDA reserves
+address space far beyond any such limit (tens of GiB, never touched) before it allocates
+anything, so there the same number bounds the data segment instead (RLIMIT_DATA: every private
+writable mapping, which is all the host memory the process can fill), and the teacher's
+runtime bounds its GPU memory with it (onnxruntime's gpu_mem_limit, torch's memory fraction:
+worker/engine/teacher_runtime.py)."""
 
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 NetworkMode = Literal["auto", "namespace", "seccomp"]
+MemoryLimit = Literal["address_space", "data"]
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
@@ -81,10 +89,18 @@ def _set(limit: int, soft: int, hard: int) -> None:
     resource.setrlimit(limit, (soft, hard))
 
 
-def limit_resources(memory_bytes: int, cpu_seconds: int) -> None:
-    # Address space, not resident memory: an allocation over the limit fails at once (a
-    # MemoryError or the runtime's "failed to allocate") instead of paging the machine.
-    _set(resource.RLIMIT_AS, memory_bytes, memory_bytes)
+def memory_limit(device: str) -> MemoryLimit:
+    """The limit that bounds a confined process's memory on this device (see above)."""
+    return "data" if device == "cuda" else "address_space"
+
+
+def limit_resources(
+    memory_bytes: int, cpu_seconds: int, memory: MemoryLimit = "address_space"
+) -> None:
+    # Address space (or data), not resident memory: an allocation over the limit fails at
+    # once (a MemoryError or the runtime's "failed to allocate") instead of paging the machine.
+    limit = resource.RLIMIT_AS if memory == "address_space" else resource.RLIMIT_DATA
+    _set(limit, memory_bytes, memory_bytes)
     _set(resource.RLIMIT_CPU, cpu_seconds, cpu_seconds + CPU_GRACE_SECONDS)
     _set(resource.RLIMIT_FSIZE, FILE_SIZE_BYTES, FILE_SIZE_BYTES)
     _set(resource.RLIMIT_CORE, 0, 0)
@@ -172,11 +188,15 @@ def drop_capabilities() -> None:
 
 
 def confine(
-    memory_bytes: int, cpu_seconds: int, network: NetworkMode = "auto", parent_pid: int = 0
+    memory_bytes: int,
+    cpu_seconds: int,
+    network: NetworkMode = "auto",
+    parent_pid: int = 0,
+    memory: MemoryLimit = "address_space",
 ) -> Confinement:
     """Limits, no network, no capabilities; raises ConfinementFailed if the network stays open."""
     die_with_parent(parent_pid)
-    limit_resources(memory_bytes, cpu_seconds)
+    limit_resources(memory_bytes, cpu_seconds, memory)
     mode = ""
     if network in ("auto", "namespace"):
         try:
@@ -195,8 +215,13 @@ def confine(
     return Confinement(network=mode, memory_bytes=memory_bytes, cpu_seconds=cpu_seconds)
 
 
-def minimal_environment(threads: str | None, python_path: str | None) -> dict[str, str]:
-    """What a confined child gets instead of the parent's environment (no database URLs)."""
+def minimal_environment(
+    threads: str | None, python_path: str | None, gpus: str | None = ""
+) -> dict[str, str]:
+    """What a confined child gets instead of the parent's environment (no database URLs).
+
+    `gpus` is its CUDA_VISIBLE_DEVICES: "" (none, the default: a CPU teacher's address-space
+    limit leaves CUDA no room), a list of devices, or None for every device the parent sees."""
     env = {
         "PATH": os.defpath,
         "LANG": "C.UTF-8",
@@ -204,9 +229,9 @@ def minimal_environment(threads: str | None, python_path: str | None) -> dict[st
         "PYTHONDONTWRITEBYTECODE": "1",
         # glibc gives each thread its own 64 MiB heap arena: address space the limit counts.
         "MALLOC_ARENA_MAX": "2",
-        # Teachers run on the CPU; CUDA reserves far more address space than the limit allows.
-        "CUDA_VISIBLE_DEVICES": "",
     }
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpus
     if threads:
         env["OMP_NUM_THREADS"] = threads
     if python_path:

@@ -22,7 +22,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self
 
@@ -32,15 +32,16 @@ from worker.confinement import CPU_GRACE_SECONDS, NetworkMode, minimal_environme
 from worker.engine.crossdomain import ONNX_CHUNK_ROWS, MappingRejected
 from worker.engine.errors import JobFailure
 from worker.engine.logit_cache import file_fingerprint
+from worker.engine.teacher_runtime import REQUEST_BYTES, Device, TeacherRuntime
 from worker.engine.teachers.base import OutputKind, TeacherRejected
-from worker.teacher_process import ProtocolError, read_message, write_message
+from worker.teacher_process import ProtocolError, grow_pipe, read_message, write_message
 
 if TYPE_CHECKING:
     from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 # Rows per request are capped so the child never holds more than this much input at once.
-MAX_REQUEST_BYTES = 32 * 1024 * 1024
+MAX_REQUEST_BYTES = REQUEST_BYTES
 LOG_TAIL_CHARS = 2000
 
 
@@ -64,18 +65,37 @@ class TeacherCrashed(SandboxError):
 
 @dataclass(frozen=True)
 class SandboxLimits:
+    """What the child may use: memory (on the GPU too), CPU time, no network; and where it
+    runs: the job's threads (0: the runtime's choice) on the job's device."""
+
     memory_bytes: int
     cpu_seconds: int
     network: NetworkMode = "auto"
+    threads: int = 0
+    device: Device = "cpu"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SandboxLimits:
-        return cls(settings.teacher_memory_bytes, settings.teacher_cpu_seconds)
+        return cls(
+            settings.teacher_memory_bytes,
+            settings.teacher_cpu_seconds,
+            threads=settings.resolved_job_threads,
+            device=job_device(),
+        )
 
     @property
     def wall_seconds(self) -> float:
         """Per request: a busy child meets its CPU limit first; this catches an idle, hung one."""
         return 2.0 * (self.cpu_seconds + CPU_GRACE_SECONDS) + 30.0
+
+
+def job_device() -> Device:
+    """Where this worker runs a job's models: the GPU when torch sees one (as the student,
+    worker/engine/students.py), else the CPU. Asked only in a job's process, which has
+    torch loaded already."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _gib(size: int) -> str:
@@ -111,6 +131,8 @@ class _ConfinedModel:
         self._log = tempfile.TemporaryFile()
         to_child, self._to_child = os.pipe()
         self._from_child, from_child = os.pipe()
+        for fd in (self._to_child, self._from_child):
+            grow_pipe(fd)
         self._process = subprocess.Popen(
             [
                 sys.executable,
@@ -124,13 +146,17 @@ class _ConfinedModel:
                 f"--cpu-seconds={limits.cpu_seconds}",
                 f"--network={limits.network}",
                 f"--parent-pid={os.getpid()}",
+                f"--threads={limits.threads}",
+                f"--device={limits.device}",
             ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
             pass_fds=(to_child, from_child),
             env=minimal_environment(
-                os.environ.get("OMP_NUM_THREADS"), os.environ.get("PYTHONPATH")
+                str(limits.threads) if limits.threads else os.environ.get("OMP_NUM_THREADS"),
+                os.environ.get("PYTHONPATH"),
+                os.environ.get("CUDA_VISIBLE_DEVICES") if limits.device == "cuda" else "",
             ),
             cwd=ROOT,
             start_new_session=True,
@@ -300,6 +326,23 @@ class _ConfinedModel:
             return ""
 
 
+@dataclass
+class Labelling:
+    """The rows a teacher's process labelled and the seconds that took, pipes included: its
+    speed as the job saw it."""
+
+    rows: int = 0
+    seconds: float = 0.0
+
+    def add(self, rows: int, seconds: float) -> None:
+        self.rows += rows
+        self.seconds += seconds
+
+    @property
+    def rows_per_second(self) -> float | None:
+        return self.rows / self.seconds if self.rows and self.seconds > 0 else None
+
+
 class SandboxedTeacher(_ConfinedModel):
     """The engine's Teacher protocol, answered by a confined child process.
 
@@ -319,6 +362,8 @@ class SandboxedTeacher(_ConfinedModel):
         self.output_kind: OutputKind = meta["output_kind"]
         self.fixed_batch: int | None = meta["fixed_batch"]
         self.details: dict[str, Any] = meta["details"]
+        self.runtime = TeacherRuntime(**meta["runtime"])
+        self.labelled = Labelling()
         if "hint_candidates" in self.details:
             self.hint_candidates = list(self.details["hint_candidates"])
         self._has_hint = bool(meta["has_hint"])
@@ -330,18 +375,23 @@ class SandboxedTeacher(_ConfinedModel):
             raise AttributeError("this teacher exposes no intermediate tensors")
         return self._hint
 
-    def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """The teacher's logits, in batches of the runtime's rows unless the caller names
+        them."""
         if len(x) == 0:
             return np.zeros((0, self.num_classes), np.float32)
-        outputs = []
-        for part in self._parts(x, batch_size):
-            out = self._request({"op": "logits", "batch_size": batch_size}, part)
+        rows = batch_size or self.runtime.batch_rows
+        started, outputs = time.perf_counter(), []
+        for part in self._parts(x, rows):
+            out = self._request({"op": "logits", "batch_size": rows}, part)
             if out.shape != (len(part), self.num_classes) or out.dtype != np.float32:
                 raise TeacherCrashed(f"the teacher's process answered an array shaped {out.shape}")
             outputs.append(out)
+        self.labelled.add(len(x), time.perf_counter() - started)
         return np.concatenate(outputs)
 
-    def _hint(self, x: np.ndarray, name: str, batch_size: int = 512) -> np.ndarray:
+    def _hint(self, x: np.ndarray, name: str, batch_size: int | None = None) -> np.ndarray:
+        batch_size = batch_size or self.runtime.batch_rows
         outputs = []
         for part in self._parts(x, batch_size):
             out = self._request({"op": "hint", "name": name, "batch_size": batch_size}, part)
@@ -377,7 +427,8 @@ class SandboxedMapping(_ConfinedModel):
     role = kind = "mapping"
 
     def __init__(self, path: Path, limits: SandboxLimits) -> None:
-        super().__init__(path, limits)
+        # onnxruntime on the CPU (OnnxFunction), so the CPU's confinement, on any worker.
+        super().__init__(path, replace(limits, device="cpu"))
         self.input_shape: tuple[int, ...] = tuple(int(d) for d in self.meta["input_shape"])
         self.output_size: int = int(self.meta["output_size"])
         self.fixed_batch: int | None = self.meta["fixed_batch"]

@@ -4,20 +4,27 @@ With `--kind=teacher` (the default) the model is a teacher; with `--kind=mapping
 cross-domain job's ONNX mapping, loaded as a raw ONNX function (worker/engine/crossdomain.py
 `OnnxFunction`). The worker (worker/sandbox.py) starts it once per model per job and talks to
 it over two pipes. Each message is a length-prefixed JSON header followed by the arrays it
-announces, each a length-prefixed .npy payload read back with allow_pickle=False: nothing
-crosses the boundary as a pickle, in either direction.
+announces, each a length-prefixed .npy payload (numpy's header, then the raw values). The
+reader parses the header as np.load does and refuses object dtypes, which only a pickle could
+carry: nothing crosses the boundary as a pickle, in either direction. Arrays are written from
+their own memory and read into one buffer each, which becomes the array: no copy on either
+side beyond the pipe's.
 
 Requests: {"op": "logits" | "hint" | "latency" | "network" | "close", ...} to a teacher,
 {"op": "run" | "network" | "close"} to a mapping ("run": the model's first output for the rows
 sent, as flat float32 rows). Replies: {"ok": true, ...} with the result arrays, or {"ok": false,
 "kind": "memory" | "rejected" | "error", "message": ...}. The first reply, unasked, says whether
-the model loaded and what it is ("meta")."""
+the model loaded and what it is ("meta", with "runtime": the device, threads and batch it
+labels with, worker/engine/teacher_runtime.py)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import io
 import json
+import math
 import os
 import select
 import socket
@@ -25,16 +32,27 @@ import struct
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worker.confinement import ConfinementFailed, confine
+from worker.confinement import ConfinementFailed, confine, memory_limit
 from worker.engine.errors import is_memory_error, memory_summary
+from worker.engine.teacher_runtime import (
+    LIVE_TENSORS,
+    Device,
+    Placement,
+    TeacherRuntime,
+    plan_runtime,
+)
 
 if TYPE_CHECKING:
     import numpy as np
 
 MAX_HEADER_BYTES = 1024 * 1024
+MAX_NPY_HEADER_BYTES = 64 * 1024
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, named in Python 3.10+ but not on every platform
+PIPE_BYTES = 1024 * 1024
 
 
 class ProtocolError(Exception):
@@ -58,32 +76,69 @@ def _read_exact(fd: int, size: int, deadline: float | None) -> bytearray:
 
 
 def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    view = memoryview(data)
+    view = memoryview(data).cast("B")
     while view:
         view = view[os.write(fd, view) :]
+
+
+def grow_pipe(fd: int) -> None:
+    """Ask for a 1 MiB pipe buffer (Linux's default is 64 KiB): 16 times fewer wake-ups per
+    request. Best effort: the unprivileged maximum may be lower."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+
+
+def _npy_header(array: np.ndarray) -> bytes:
+    import numpy as np
+
+    out = io.BytesIO()
+    np.lib.format.write_array_header_2_0(out, np.lib.format.header_data_from_array_1_0(array))
+    return out.getvalue()
 
 
 def write_message(fd: int, header: dict[str, Any], arrays: Sequence[np.ndarray] = ()) -> None:
     import numpy as np
 
-    payloads = []
-    for array in arrays:
-        out = io.BytesIO()
-        np.save(out, np.ascontiguousarray(array), allow_pickle=False)
-        payloads.append(out.getbuffer())
-    text = json.dumps({**header, "arrays": len(payloads)}, default=str).encode()
+    contiguous = [np.require(array, requirements="C") for array in arrays]
+    text = json.dumps({**header, "arrays": len(contiguous)}, default=str).encode()
     _write_all(fd, struct.pack(">I", len(text)) + text)
-    for payload in payloads:
-        _write_all(fd, struct.pack(">Q", len(payload)))
-        _write_all(fd, payload)
+    for array in contiguous:
+        npy = _npy_header(array)
+        _write_all(fd, struct.pack(">Q", len(npy) + array.nbytes) + npy)
+        if array.nbytes:
+            _write_all(fd, array.data)
+
+
+def _array(payload: bytearray) -> np.ndarray:
+    """The array a .npy payload holds, over the payload's own memory; ProtocolError for
+    anything but a plain array whose values fill the payload exactly."""
+    import numpy as np
+
+    head = io.BytesIO(memoryview(payload)[:MAX_NPY_HEADER_BYTES])
+    try:
+        readers = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }
+        reader = readers.get(np.lib.format.read_magic(head))
+        if reader is None:
+            raise ValueError("a .npy version other than 1.0 or 2.0")
+        shape, fortran, dtype = reader(head)
+    except ValueError as exc:
+        raise ProtocolError(f"an array that is not a plain .npy: {exc}") from exc
+    if dtype.hasobject:
+        raise ProtocolError("an array that is not a plain .npy (object values need a pickle)")
+    count = math.prod(shape)
+    if head.tell() + count * dtype.itemsize != len(payload):
+        raise ProtocolError("an array whose values do not fill its payload")
+    array = np.frombuffer(payload, dtype=dtype, count=count, offset=head.tell())
+    return array.reshape(shape, order="F" if fortran else "C")
 
 
 def read_message(
     fd: int, max_bytes: int, deadline: float | None = None
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """One message; arrays over max_bytes (or object arrays) are refused before allocation."""
-    import numpy as np
-
     (size,) = struct.unpack(">I", _read_exact(fd, 4, deadline))
     if size > MAX_HEADER_BYTES:
         raise ProtocolError(f"a header of {size} bytes")
@@ -99,13 +154,7 @@ def read_message(
         (length,) = struct.unpack(">Q", _read_exact(fd, 8, deadline))
         if length > max_bytes:
             raise ProtocolError(f"an array of {length} bytes (limit {max_bytes})")
-        try:
-            array = np.load(io.BytesIO(_read_exact(fd, length, deadline)), allow_pickle=False)
-        except ValueError as exc:
-            raise ProtocolError(f"an array that is not a plain .npy: {exc}") from exc
-        if not isinstance(array, np.ndarray) or array.dtype.hasobject:
-            raise ProtocolError("an array that is not a plain .npy")
-        arrays.append(array)
+        arrays.append(_array(_read_exact(fd, length, deadline)))
     return header, arrays
 
 
@@ -132,8 +181,19 @@ def probe_network(host: str, port: int) -> str:
         return f"{type(exc).__name__}: {exc}"
 
 
-def _metadata(teacher: Any) -> dict[str, Any]:
+def _runtime(teacher: Any, placement: Placement) -> TeacherRuntime:
+    """The device the teacher got (the placement's, or the CPU where its runtime has no GPU),
+    its threads and the batch its size and the memory limit allow."""
+    input_bytes = 4 * math.prod(teacher.input_shape)
+    row_bytes = getattr(teacher, "row_activation_bytes", None) or LIVE_TENSORS * input_bytes
+    device: Device = "cuda" if getattr(teacher, "device", "cpu") == "cuda" else "cpu"
+    got = replace(placement, device=device)
+    return plan_runtime(got, int(teacher.parameters), int(row_bytes), input_bytes)
+
+
+def _metadata(teacher: Any, placement: Placement) -> dict[str, Any]:
     return {
+        "runtime": _runtime(teacher, placement).describe(),
         "format": teacher.format,
         "input_shape": list(teacher.input_shape),
         "num_classes": int(teacher.num_classes),
@@ -178,7 +238,7 @@ def _answer_mapping(function: Any, header: dict[str, Any], arrays: list[np.ndarr
     return {"ok": False, "kind": "error", "message": f"unknown request {op!r}"}, []
 
 
-def _load(path: Path, kind: str) -> tuple[Any, dict[str, Any], Any]:
+def _load(path: Path, kind: str, placement: Placement) -> tuple[Any, dict[str, Any], Any]:
     """The model, what the parent is told about it, and the function that answers requests."""
     if kind == "mapping":
         from worker.engine.crossdomain import MappingRejected, OnnxFunction
@@ -199,15 +259,21 @@ def _load(path: Path, kind: str) -> tuple[Any, dict[str, Any], Any]:
         return function, meta, _answer_mapping
     from worker.engine.teachers import load_teacher
 
-    teacher = load_teacher(path)
-    return teacher, _metadata(teacher), _answer
+    teacher = load_teacher(path, placement)
+    return teacher, _metadata(teacher, placement), _answer
 
 
 def serve(
-    path: Path, read_fd: int, write_fd: int, max_bytes: int, sandbox: str, kind: str = "teacher"
+    path: Path,
+    read_fd: int,
+    write_fd: int,
+    placement: Placement,
+    sandbox: str,
+    kind: str = "teacher",
 ) -> int:
+    max_bytes = placement.memory_bytes
     try:
-        model, meta, answer = _load(path, kind)
+        model, meta, answer = _load(path, kind, placement)
     except Exception as exc:  # every failure to load is reported, then the process exits
         write_message(write_fd, error_reply(exc))
         return 0
@@ -236,9 +302,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cpu-seconds", type=int, required=True)
     parser.add_argument("--network", choices=["auto", "namespace", "seccomp"], default="auto")
     parser.add_argument("--parent-pid", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = parser.parse_args(argv)
+    placement = Placement(args.device, args.threads, args.memory_bytes)
     try:
-        applied = confine(args.memory_bytes, args.cpu_seconds, args.network, args.parent_pid)
+        applied = confine(
+            args.memory_bytes,
+            args.cpu_seconds,
+            args.network,
+            args.parent_pid,
+            memory=memory_limit(args.device),
+        )
     except (ConfinementFailed, OSError) as exc:
         reply = {
             "ok": False,
@@ -249,9 +324,7 @@ def main(argv: list[str]) -> int:
         return 3
     # Native libraries may print to fd 1: it goes where stderr goes, never into a pipe.
     os.dup2(2, 1)
-    return serve(
-        args.path, args.read_fd, args.write_fd, args.memory_bytes, applied.network, args.kind
-    )
+    return serve(args.path, args.read_fd, args.write_fd, placement, applied.network, args.kind)
 
 
 if __name__ == "__main__":

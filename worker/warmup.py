@@ -81,9 +81,10 @@ def size_threads() -> int:
     return threads
 
 
-def warm_up_child() -> None:
+def warm_up_child(gpu_queue: bool = False) -> None:
     """Called in the pool child as it starts (worker_process_init), before it takes a job:
-    a job never waits for imports it could have had, and nothing imports in two threads."""
+    a job never waits for imports it could have had, and nothing imports in two threads.
+    A child of a GPU worker (`distillery worker --gpu`) says whether it sees a GPU."""
     try:
         size_threads()
         seconds = warm_up()
@@ -91,8 +92,21 @@ def warm_up_child() -> None:
 
         adopt_library_logging("torch")
         log.info("warmed up for jobs in %.2f s", seconds)
+        if gpu_queue:
+            say_device()
     except Exception:  # a job still runs without it, only slower to start
         log.exception("warm-up failed; jobs will pay for it themselves")
+
+
+def say_device() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        log.info("serving the GPU queue on %s", torch.cuda.get_device_name(0))
+    else:
+        log.warning(
+            "serving the GPU queue but torch sees no CUDA device: its jobs will run on the CPU"
+        )
 
 
 def release_job_memory() -> None:

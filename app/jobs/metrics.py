@@ -104,6 +104,21 @@ class EnsembleMember(_Report):
     validation_accuracy: float | None = None
 
 
+class TeacherRuntimeReport(_Report):
+    """How the job's teacher labelled its rows in its confined process.
+
+    Its batch is chosen from the model's size and DISTILLERY_TEACHER_MEMORY_BYTES, its threads
+    from the job's (DISTILLERY_JOB_THREADS)."""
+
+    device: str = Field(description="cpu, or cuda on a GPU worker.")
+    threads: int = Field(description="The runtime's intra-op threads (0: its own choice).")
+    batch_rows: int
+    row_activation_bytes: int = Field(description="The estimate the batch was sized from.")
+    memory_bytes: int = Field(description="The teacher process's memory limit.")
+    labelled_rows: int = Field(description="Rows it labelled (cached outputs not counted).")
+    rows_per_second: float | None = Field(description="Its speed as the job saw it, pipes in.")
+
+
 class TeacherReport(_Report):
     id: str
     output_name: str
@@ -111,6 +126,7 @@ class TeacherReport(_Report):
     input_shape: list[int]
     num_classes: int
     ensemble: list[EnsembleMember] | None
+    runtime: TeacherRuntimeReport | None = None
 
 
 class SizedStudent(_Report):

@@ -12,6 +12,7 @@ from app.jobs.spec import (
     AssistantsConfig,
     CrossDomainConfig,
     KDMethodConfig,
+    ResourcesConfig,
     SearchConfig,
     StudentConfig,
     TrainingConfig,
@@ -62,6 +63,7 @@ class JobPublic(BaseModel):
     search: SearchConfig | Literal["auto"] | None = None
     quantize: bool = True
     baseline: bool
+    resources: ResourcesConfig = ResourcesConfig()
 
 
 class JobEventPublic(BaseModel):

@@ -76,4 +76,5 @@ def job_public(job: Job) -> dict[str, Any]:
         "cross_domain": spec.cross_domain,
         "search": spec.search,
         "quantize": spec.quantize,
+        "resources": spec.resources,
     }

@@ -343,6 +343,17 @@ class SearchConfig(_Strict):
     budget: int = Field(default=AUTO_SEARCH_BUDGET, ge=1, le=32)
 
 
+class ResourcesConfig(_Strict):
+    """What the job needs from the worker that runs it."""
+
+    gpu: bool = Field(
+        default=False,
+        description="Run on a GPU worker: the job goes to the GPU queue "
+        "(DISTILLERY_GPU_QUEUE_NAME), which `distillery worker --gpu` serves, and its student "
+        "and teacher run on the GPU. Refused (422) when no GPU worker is alive.",
+    )
+
+
 class JobOptions(_Strict):
     """What a job trains on and how: everything but its teachers."""
 
@@ -390,6 +401,7 @@ class JobOptions(_Strict):
         description="Also train the same student from scratch (labeled rows, same budget and "
         "seed) and report it beside the distilled one.",
     )
+    resources: ResourcesConfig = ResourcesConfig()
 
     @property
     def search_budget(self) -> int | None:

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app import workers
 from app.errors import InvalidInput, TooManyRequests
 from app.jobs.memory_check import check_job_memory
 from app.jobs.spec import (
@@ -425,5 +426,7 @@ def validate_submission(
     _method(spec, teacher, train)
     _search(spec)
     check_job_memory(session, spec, teacher, settings)
+    if spec.resources.gpu:
+        workers.require_gpu_worker(session, settings)
     _limits(session, spec, tenant, settings)
     return teacher

@@ -239,3 +239,19 @@ def test_cli_errors_are_one_line(embedded_service: Service, tmp_path: Path) -> N
     )
     assert nowhere.returncode == 1 and f"cannot reach {url}" in nowhere.stderr
     assert "Traceback" not in nowhere.stderr and len(nowhere.stderr.strip().splitlines()) == 1
+
+
+def test_cli_asks_for_a_gpu_and_hears_why_it_cannot_have_one(
+    embedded_service: Service, digits_teacher: TeacherFiles, digits_files: dict[str, Path]
+) -> None:
+    """The embedded default runs no GPU worker: a job that asks for one is refused, naming
+    resources.gpu, before anything is queued."""
+    with Client(embedded_service.base_url) as client:
+        teacher = client.upload_teacher(digits_teacher.onnx)["id"]
+        train = client.upload_dataset(digits_files["train"])["id"]
+    refused = _cli(
+        embedded_service, "jobs", "submit", "--teacher", teacher, "--train", train, "--gpu"
+    )
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert "422 gpu_unavailable: resources.gpu asks for a GPU" in refused.stderr, refused.stderr
+    assert "distillery worker --gpu" in refused.stderr

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -317,3 +318,47 @@ def test_the_worker_builds_onnx_mappings_that_run_in_the_sandbox(tmp_path: Path)
     with pytest.raises(MappingRejected, match="teacher takes") as e:
         build_mapping(phi, MappingInputs((7,), splits, files, LIMITS))
     assert e.value.code == "mapping_invalid"
+
+
+def _environment(pid: int) -> dict[str, str]:
+    entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(e.decode().split("=", 1) for e in entries if b"=" in e)
+
+
+def test_the_child_labels_with_the_jobs_threads_in_batches_sized_for_it(onnx_file: Path) -> None:
+    limits = SandboxLimits(memory_bytes=2 * GIB, cpu_seconds=60, threads=1)
+    with SandboxedTeacher(onnx_file, limits) as teacher:
+        runtime = teacher.runtime
+        assert (runtime.device, runtime.threads, runtime.memory_bytes) == ("cpu", 1, 2 * GIB)
+        assert _environment(teacher.pid)["OMP_NUM_THREADS"] == "1"
+        assert _environment(teacher.pid)["CUDA_VISIBLE_DEVICES"] == ""
+        # A small MLP: the batch is the most the CPU uses well, not a fixed 512.
+        assert runtime.batch_rows == 1024 and runtime.row_activation_bytes > 0
+        x = np.random.default_rng(3).random((3000, 1, 8, 8), dtype=np.float32)
+        assert np.array_equal(teacher.logits(x), load_teacher(onnx_file).logits(x, 1024))
+        assert teacher.labelled.rows == 3000 and (teacher.labelled.rows_per_second or 0) > 0
+
+
+def test_a_gpu_placement_bounds_data_instead_of_address_space(
+    onnx_file: Path, listener: int, tmp_path: Path
+) -> None:
+    """On a GPU worker CUDA reserves address space past any limit: the same number bounds the
+    process's data instead. Asked for here without a GPU, the teacher runs on the CPU, as
+    confined as ever."""
+    limits = SandboxLimits(memory_bytes=2 * GIB, cpu_seconds=60, device="cuda")
+    with SandboxedTeacher(onnx_file, limits) as teacher:
+        pid = teacher.pid
+        assert _limit(pid, "Max data size") == (str(2 * GIB), str(2 * GIB))
+        assert _limit(pid, "Max address space")[0] == "unlimited"
+        assert _limit(pid, "Max cpu time") == ("60", "65")
+        assert _environment(pid).get("CUDA_VISIBLE_DEVICES") == os.environ.get(
+            "CUDA_VISIBLE_DEVICES"
+        )
+        assert teacher.check_network("127.0.0.1", listener) != "connected"
+        assert "CapEff:\t0000000000000000" in Path(f"/proc/{pid}/status").read_text()
+        assert teacher.runtime.device in ("cpu", "cuda")
+    hog = hungry_onnx(tmp_path / "hungry.onnx", floats_per_row=2**24)
+    with SandboxedTeacher(hog, replace(limits, memory_bytes=3 * GIB // 2)) as hungry:
+        with pytest.raises(TeacherResourceExceeded, match="more memory than its limit of 1.5 GiB"):
+            hungry.logits(np.zeros((64, 1, 8, 8), np.float32))
+        assert hungry.logits(np.zeros((8, 1, 8, 8), np.float32)).shape == (8, 10)

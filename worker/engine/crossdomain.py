@@ -340,7 +340,7 @@ class MappedTeacher:
             return np.zeros((0, *self.source_input_shape), np.float32)
         return np.concatenate(parts).astype(np.float32, copy=False)
 
-    def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         outputs = [
             self.teacher.logits(self._phi(x, start), batch_size)
             for start in range(0, len(x), CHUNK_ROWS)
@@ -349,7 +349,7 @@ class MappedTeacher:
             return np.zeros((0, self.num_classes), np.float32)
         return np.concatenate(outputs).astype(np.float32, copy=False)
 
-    def hint(self, x: np.ndarray, name: str, batch_size: int = 512) -> np.ndarray:
+    def hint(self, x: np.ndarray, name: str, batch_size: int | None = None) -> np.ndarray:
         hint_of = getattr(self.teacher, "hint", None)
         if hint_of is None:
             raise ValueError("hints need a teacher that exposes intermediate tensors (ONNX)")

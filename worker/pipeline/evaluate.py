@@ -13,6 +13,7 @@ from app.jobs.metrics import (
     EnsembleMember,
     Evaluation,
     TeacherReport,
+    TeacherRuntimeReport,
 )
 from worker.engine import (
     ClassReport,
@@ -79,6 +80,23 @@ def _teacher(run: JobRun, plan: TrainingPlan, found: JobTeachers, chosen: Teache
         input_shape=list(chosen.input_shape),
         num_classes=chosen.num_classes,
         ensemble=_members(run, plan, found),
+        runtime=_runtime(found, index),
+    )
+
+
+def _runtime(found: JobTeachers, index: int) -> TeacherRuntimeReport | None:
+    if index >= len(found.processes):
+        return None
+    process = found.processes[index]
+    runtime = process.runtime
+    return TeacherRuntimeReport(
+        device=runtime.device,
+        threads=runtime.threads,
+        batch_rows=runtime.batch_rows,
+        row_activation_bytes=runtime.row_activation_bytes,
+        memory_bytes=runtime.memory_bytes,
+        labelled_rows=process.labelled.rows,
+        rows_per_second=process.labelled.rows_per_second,
     )
 
 

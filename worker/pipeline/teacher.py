@@ -45,6 +45,8 @@ class JobTeachers:
     members: list[Teacher]
     files: list[TeacherFile]
     mapping: Mapping | None = None
+    # Each file's confined process (in files' order): how it runs and what it labelled.
+    processes: tuple[SandboxedTeacher, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -139,17 +141,31 @@ def _through_phi(run: JobRun, found: JobTeachers, inputs: JobInputs) -> JobTeach
         members=[MappedTeacher(m, mapping) for m in found.members],
         files=found.files,
         mapping=mapping,
+        processes=found.processes,
     )
+
+
+def _started(run: JobRun, file: TeacherFile, limits: SandboxLimits) -> SandboxedTeacher:
+    """The teacher's confined process; the job's events say how it runs."""
+    process = SandboxedTeacher(file.path, limits)
+    runtime = process.runtime
+    run.event(
+        "message",
+        f"teacher {file.id} labels {runtime.sentence()}",
+        {"teacher_id": file.id, "teacher_runtime": runtime.describe()},
+    )
+    return process
 
 
 def teachers(run: JobRun, inputs: JobInputs) -> JobTeachers:
     limits = SandboxLimits.from_settings(run.settings)
     files = inputs.files.teachers
-    members: list[Teacher] = [SandboxedTeacher(f.path, limits) for f in files]
+    processes = tuple(_started(run, f, limits) for f in files)
+    members: list[Teacher] = list(processes)
     chosen = run.spec.teachers
     teacher = (
         EnsembleTeacher(members, run.spec.method.temperature)
         if chosen.kind == "ensemble"
         else members[0]
     )
-    return _through_phi(run, JobTeachers(teacher, members, files), inputs)
+    return _through_phi(run, JobTeachers(teacher, members, files, processes=processes), inputs)

@@ -16,6 +16,9 @@ EXPORT_ADVICE = (
     "(example,)), 'teacher.pt2')"
 )
 OutputKind = Literal["logits", "probabilities"]
+# Rows per batch of a teacher run in-process when the caller names none; a job's teachers
+# run in their own process, in batches sized from the model and its memory (runtime.py).
+DEFAULT_BATCH_ROWS = 512
 
 
 class TeacherRejected(JobFailure):
@@ -33,7 +36,9 @@ class Teacher(Protocol):
     output_kind: OutputKind
     fingerprint: str | None  # sha256 of the file: keys the cache of its outputs
 
-    def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray: ...
+    def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Logits for x, in batches of batch_size rows (None: the teacher's own choice)."""
+        ...
 
 
 def looks_like_probabilities(rows: np.ndarray) -> bool:
@@ -59,4 +64,4 @@ def run_in_chunks(fn: Any, x: np.ndarray, chunk: int, fixed_batch: int | None) -
             pad = np.zeros((fixed_batch - rows, *part.shape[1:]), dtype=part.dtype)
             part = np.concatenate([part, pad])
         outputs.append(np.asarray(fn(part))[:rows])
-    return np.concatenate(outputs).astype(np.float32)
+    return np.concatenate(outputs).astype(np.float32, copy=False)

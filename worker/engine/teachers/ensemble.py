@@ -45,8 +45,9 @@ class EnsembleTeacher:
             else None
         )
 
-    def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         t = self.temperature
+        # Each member in its own batches unless the caller names them.
         stacked = np.stack([_log_softmax(m.logits(x, batch_size) / t) for m in self.members])
         # log of the mean of probabilities, computed in log space for stability
         top = stacked.max(axis=0)

@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from worker.engine.teacher_runtime import Placement
 from worker.engine.teachers.base import EXPORT_ADVICE, Teacher, TeacherRejected
 
 
@@ -62,7 +63,7 @@ def sniff_format(path: Path) -> str:
     return "onnx"
 
 
-def load_teacher(path: Path) -> Teacher:
+def load_teacher(path: Path, placement: Placement | None = None) -> Teacher:
     # Each format's module is imported only for its own files: torch (seconds to import) is
     # not loaded to run an ONNX teacher.
     from worker.engine.logit_cache import file_fingerprint
@@ -72,15 +73,15 @@ def load_teacher(path: Path) -> Teacher:
     if fmt == "pt2":
         from worker.engine.teachers.pt2 import Pt2Teacher
 
-        teacher = Pt2Teacher(path)
+        teacher = Pt2Teacher(path, placement)
     elif fmt.startswith("text-"):
         from worker.engine.teachers.text import load_text_teacher
 
-        teacher = load_text_teacher(path, fmt.removeprefix("text-"))
+        teacher = load_text_teacher(path, fmt.removeprefix("text-"), placement)
     else:
         from worker.engine.teachers.onnx import OnnxTeacher
 
-        teacher = OnnxTeacher(path)
+        teacher = OnnxTeacher(path, placement)
     # Identifies the teacher in the cache of its outputs.
     teacher.fingerprint = file_fingerprint(path)
     return teacher

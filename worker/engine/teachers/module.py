@@ -6,7 +6,7 @@ import numpy as np
 from torch import nn
 
 from worker.engine.students import count_parameters
-from worker.engine.teachers.base import OutputKind
+from worker.engine.teachers.base import DEFAULT_BATCH_ROWS, OutputKind
 from worker.engine.training import predict_logits
 
 
@@ -24,5 +24,5 @@ class ModuleTeacher:
         self.num_classes = num_classes
         self.parameters = count_parameters(module)
 
-    def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        return predict_logits(self.module, x, batch_size)
+    def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        return predict_logits(self.module, x, batch_size or DEFAULT_BATCH_ROWS)

@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from worker.engine.teacher_runtime import Placement, row_activation_bytes
 from worker.engine.teachers.base import (
+    DEFAULT_BATCH_ROWS,
     EXPORT_ADVICE,
     OutputKind,
     TeacherRejected,
@@ -18,13 +20,37 @@ from worker.engine.teachers.base import (
 
 PROBE_ROWS = 8
 MAX_HINT_CANDIDATES = 200
+FLOAT = 1  # onnx.TensorProto.FLOAT: hints regress onto float tensors only
 
 
-def _providers() -> list[str]:
+def providers(placement: Placement) -> list[Any]:
+    """onnxruntime's CUDA provider on a GPU placement where it is installed (onnxruntime-gpu),
+    its memory arena bounded by the placement's limit; the CPU provider always, after it."""
     import onnxruntime as ort
 
-    available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    chosen: list[Any] = []
+    if placement.device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        options = {
+            "gpu_mem_limit": str(placement.memory_bytes),
+            "arena_extend_strategy": "kSameAsRequested",
+        }
+        chosen.append(("CUDAExecutionProvider", options))
+    return [*chosen, "CPUExecutionProvider"]
+
+
+def session_options(placement: Placement) -> Any:
+    """The placement's threads for the operators; one for running independent branches."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = placement.threads
+    options.inter_op_num_threads = 1
+    return options
+
+
+def ran_on(session: Any) -> str:
+    """The device the session's first provider runs on."""
+    return "cuda" if session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
 
 
 def _as_matrix(value: Any) -> np.ndarray | None:
@@ -116,28 +142,73 @@ def _weight_count(model: Any) -> int:
     )
 
 
+def _per_row_tensors(model: Any, fixed_batch: int | None) -> list[tuple[str, int, int]]:
+    """Every intermediate tensor whose first dimension is the batch (weights are not), with
+    its element type and the bytes one row of it takes (0 where a dimension is unknown), from
+    onnx's shape inference: FitNets hint candidates (docs/methods.md §5), and the estimate of
+    a row's activations that sizes the teacher's batches."""
+    import onnx
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        return []
+    outputs = {o.name for o in inferred.graph.output}
+    found = []
+    for value in inferred.graph.value_info:
+        tensor = value.type.tensor_type
+        dims = tensor.shape.dim
+        per_row = len(dims) >= 2 and (
+            dims[0].HasField("dim_param")
+            or (fixed_batch is not None and dims[0].dim_value == fixed_batch)
+        )
+        if value.name in outputs or not per_row:
+            continue
+        known = all(d.HasField("dim_value") for d in dims[1:])
+        size = int(np.prod([d.dim_value for d in dims[1:]])) if known else 0
+        itemsize = _itemsize(tensor.elem_type)
+        found.append((value.name, int(tensor.elem_type), size * itemsize))
+    return found
+
+
+def _itemsize(elem_type: int) -> int:
+    import onnx
+
+    try:
+        return int(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem_type)).itemsize)
+    except (KeyError, TypeError, ValueError):
+        return 4
+
+
 class OnnxTeacher:
     format = "onnx"
     fingerprint: str | None = None
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, placement: Placement | None = None) -> None:
         import onnxruntime as ort
 
         model = _checked_model(path)
         self.input_name, self.input_shape, self.fixed_batch = _teacher_input(model)
         self.parameters = _weight_count(model)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 0
+        self.placement = placement or Placement()
         try:
             self.session = ort.InferenceSession(
-                model.SerializeToString(), options, providers=_providers()
+                model.SerializeToString(),
+                session_options(self.placement),
+                providers=providers(self.placement),
             )
         except Exception as exc:
             raise TeacherRejected(f"onnxruntime cannot run the model: {str(exc)[:300]}") from exc
+        self.device = ran_on(self.session)
         self._model = model
         self._hint_sessions: dict[str, Any] = {}
         self._choose_output()
-        self.details["hint_candidates"] = self._hint_candidates()
+        per_row = _per_row_tensors(model, self.fixed_batch)
+        self.details["hint_candidates"] = [
+            name for name, elem_type, _ in per_row if elem_type == FLOAT
+        ][:MAX_HINT_CANDIDATES]
+        input_bytes = 4 * int(np.prod(self.input_shape))
+        self.row_activation_bytes = row_activation_bytes([b for *_, b in per_row], input_bytes)
 
     def _choose_output(self) -> None:
         probe = np.random.default_rng(0).standard_normal((PROBE_ROWS, *self.input_shape))
@@ -175,31 +246,7 @@ class OnnxTeacher:
         )
         self.details = {"input_name": self.input_name, "outputs_found": found}
 
-    def _hint_candidates(self) -> list[str]:
-        """Intermediate float tensors a FitNets hint can regress onto (docs/methods.md §5)."""
-        import onnx
-
-        try:
-            inferred = onnx.shape_inference.infer_shapes(self._model)
-        except Exception:
-            return []
-        outputs = {o.name for o in inferred.graph.output}
-        names = []
-        for value in inferred.graph.value_info:
-            tensor = value.type.tensor_type
-            if value.name in outputs or tensor.elem_type != onnx.TensorProto.FLOAT:
-                continue
-            dims = tensor.shape.dim
-            # Per-row tensors only: their first dimension is the batch (weights are not).
-            per_row = len(dims) >= 2 and (
-                dims[0].HasField("dim_param")
-                or (self.fixed_batch is not None and dims[0].dim_value == self.fixed_batch)
-            )
-            if per_row:
-                names.append(value.name)
-        return names[:MAX_HINT_CANDIDATES]
-
-    def hint(self, x: np.ndarray, name: str, batch_size: int = 512) -> np.ndarray:
+    def hint(self, x: np.ndarray, name: str, batch_size: int | None = None) -> np.ndarray:
         """The teacher's intermediate tensor `name` for x, flattened per row."""
         import onnx
         import onnxruntime as ort
@@ -211,7 +258,9 @@ class OnnxTeacher:
                 raise TeacherRejected(f"the teacher has no intermediate tensor {name!r}")
             inferred.graph.output.append(found[0])
             self._hint_sessions[name] = ort.InferenceSession(
-                inferred.SerializeToString(), providers=_providers()
+                inferred.SerializeToString(),
+                session_options(self.placement),
+                providers=providers(self.placement),
             )
         session = self._hint_sessions[name]
 
@@ -219,7 +268,8 @@ class OnnxTeacher:
             value = session.run([name], {self.input_name: part})[0]
             return np.asarray(value, dtype=np.float32).reshape(len(part), -1)
 
-        return run_in_chunks(run, x.astype(np.float32), batch_size, self.fixed_batch)
+        rows = x.astype(np.float32, copy=False)
+        return run_in_chunks(run, rows, batch_size or DEFAULT_BATCH_ROWS, self.fixed_batch)
 
     def _scores(self, part: np.ndarray) -> np.ndarray:
         value = self.session.run([self.output_name], {self.input_name: part})[0]
@@ -227,8 +277,9 @@ class OnnxTeacher:
         assert matrix is not None
         return matrix
 
-    def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        raw = run_in_chunks(self._scores, x.astype(np.float32), batch_size, self.fixed_batch)
+    def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        rows = x.astype(np.float32, copy=False)
+        raw = run_in_chunks(self._scores, rows, batch_size or DEFAULT_BATCH_ROWS, self.fixed_batch)
         return probabilities_to_logits(raw) if self.output_kind == "probabilities" else raw
 
 

@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from worker.engine.teacher_runtime import Placement, row_activation_bytes, torch_device
 from worker.engine.teachers.base import (
+    DEFAULT_BATCH_ROWS,
     EXPORT_ADVICE,
     OutputKind,
     TeacherRejected,
@@ -163,6 +165,32 @@ def load_pt2_program(path: Path, rejected: type[Exception], advice: str) -> tupl
         ) from exc
 
 
+def _moved(program: Any, device: str) -> tuple[Any, Any]:
+    """The program and its module with every weight and constant on `device` (a module's
+    .to() leaves lifted constants behind), audited again."""
+    from torch.export.passes import move_to_device_pass
+
+    moved = move_to_device_pass(program, device)
+    module = moved.module()
+    audit_module(module)
+    return moved, module
+
+
+def _per_row_bytes(program: Any, batch: Any) -> list[int]:
+    """Bytes one row takes in each tensor the program computes whose first dimension is the
+    batch, from the shapes torch.export recorded."""
+    found = []
+    for node in program.graph.nodes:
+        value = node.meta.get("val")
+        shape = list(getattr(value, "shape", ()))
+        if len(shape) < 2 or not (shape[0] is batch or str(shape[0]) == str(batch)):
+            continue
+        if all(isinstance(d, int) for d in shape[1:]):
+            size = getattr(value, "element_size", lambda: 4)()
+            found.append(int(np.prod(shape[1:])) * int(size))
+    return found
+
+
 def _batch_bounds(program: Any, batch: Any) -> tuple[int, int | None]:
     """The smallest and largest batch the program accepts, from its range constraints."""
     if isinstance(batch, int):
@@ -214,10 +242,13 @@ class Pt2Teacher:
     format = "pt2"
     fingerprint: str | None = None
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, placement: Placement | None = None) -> None:
         import torch
 
         program, self.module = load_pt2_program(path, TeacherRejected, EXPORT_ADVICE)
+        self.device = torch_device(placement or Placement())
+        if self.device != "cpu":
+            program, self.module = _moved(program, self.device)
         input_node, shape = _program_input(program, torch.float32)
         self.input_shape = tuple(int(d) for d in shape[1:])
         self.fixed_batch = int(shape[0]) if isinstance(shape[0], int) else None
@@ -228,6 +259,9 @@ class Pt2Teacher:
             if name in program.graph_signature.parameters
         )
         self.output_name = "output"
+        self.row_activation_bytes = row_activation_bytes(
+            _per_row_bytes(program, shape[0]), 4 * int(np.prod(self.input_shape))
+        )
         self._torch = torch
         probe = np.random.default_rng(0).standard_normal((8, *self.input_shape)).astype(np.float32)
         try:
@@ -259,15 +293,17 @@ class Pt2Teacher:
             rows = len(part)
             if self.fixed_batch is None and rows < self.min_batch:
                 part = np.concatenate([part, np.repeat(part[:1], self.min_batch - rows, axis=0)])
-            out = self.module(torch.from_numpy(np.ascontiguousarray(part)))
+            out = self.module(torch.from_numpy(np.ascontiguousarray(part)).to(self.device))
             if isinstance(out, (tuple, list)):
                 out = out[0]
             return np.asarray(out.detach().float().cpu().numpy())[:rows]
 
-    def _raw(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        chunk = min(batch_size, self.max_batch) if self.max_batch else batch_size
-        return run_in_chunks(self._forward, x.astype(np.float32), chunk, self.fixed_batch)
+    def _raw(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        rows = batch_size or DEFAULT_BATCH_ROWS
+        chunk = min(rows, self.max_batch) if self.max_batch else rows
+        rows_in = x.astype(np.float32, copy=False)
+        return run_in_chunks(self._forward, rows_in, chunk, self.fixed_batch)
 
-    def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         raw = self._raw(x, batch_size)
         return probabilities_to_logits(raw) if self.output_kind == "probabilities" else raw

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from worker.engine.teacher_runtime import Placement, torch_device, transformer_row_bytes
 from worker.engine.teachers.base import OutputKind, TeacherRejected
 from worker.engine.text.tokens import TextEncoder, TokenizerRejected, ids_and_mask, read_config
 
@@ -42,6 +43,7 @@ PICKLED = (".bin", ".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".h5", ".msgpack",
 MAX_UNPACKED_BYTES = 8 * 1024**3
 MAX_MEMBERS = 64
 TEXT_LENGTH = 128  # the longest rows a job makes by default (at most the teacher's limit)
+TEXT_BATCH_ROWS = 64  # rows per batch in-process when the caller names none
 # Models whose position embeddings hold two extra rows (padding index + 1).
 OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
 
@@ -131,7 +133,8 @@ class _TextTeacher:
     max_length: int
     input_names: list[str]
 
-    def __init__(self, path: Path, layout: str) -> None:
+    def __init__(self, path: Path, layout: str, placement: Placement | None = None) -> None:
+        self.placement = placement or Placement()
         self._workdir = Path(tempfile.mkdtemp(prefix="text-teacher-"))
         try:
             with zipfile.ZipFile(path) as archive:
@@ -154,8 +157,21 @@ class _TextTeacher:
 
     input_shape: tuple[int, ...] = (2, TEXT_LENGTH)
 
-    def logits(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         raise NotImplementedError
+
+    @property
+    def row_activation_bytes(self) -> int:
+        """A row of input_shape[1] tokens through the encoder its config describes."""
+        config = self.config
+        hidden = int(config.get("hidden_size") or config.get("dim") or 768)
+        return transformer_row_bytes(
+            self.input_shape[1],
+            hidden,
+            int(config.get("intermediate_size") or config.get("hidden_dim") or 4 * hidden),
+            int(config.get("num_attention_heads") or config.get("n_heads") or 12),
+            4 * int(np.prod(self.input_shape)),
+        )
 
     @property
     def details(self) -> dict[str, Any]:
@@ -183,11 +199,12 @@ class _TextTeacher:
 class TransformersTeacher(_TextTeacher):
     format = "transformers"
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, "transformers")
+    def __init__(self, path: Path, placement: Placement | None = None) -> None:
+        super().__init__(path, "transformers", placement)
         if not (self.folder / "model.safetensors").exists():
             raise TeacherRejected(f"the zip has no model.safetensors; {SAVE_ADVICE}")
-        self.model = self._build()
+        self.device = torch_device(self.placement)
+        self.model = self._build().to(self.device)
         config = self.model.config
         self.num_classes = int(config.num_labels)
         self.parameters = int(sum(p.numel() for p in self.model.parameters()))
@@ -229,22 +246,22 @@ class TransformersTeacher(_TextTeacher):
             ) from exc
         return model.eval()
 
-    def logits(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         import torch
 
         if len(x) == 0:
             return np.zeros((0, self.num_classes), np.float32)
         ids, mask = self._rows(x, self.vocab)
-        outputs = []
-        with torch.no_grad():
-            for start in range(0, len(ids), batch_size):
-                part = slice(start, start + batch_size)
+        rows, outputs = batch_size or TEXT_BATCH_ROWS, []
+        with torch.inference_mode():
+            for start in range(0, len(ids), rows):
+                part = slice(start, start + rows)
                 out = self.model(
-                    input_ids=torch.from_numpy(ids[part]),
-                    attention_mask=torch.from_numpy(mask[part]),
+                    input_ids=torch.from_numpy(ids[part]).to(self.device),
+                    attention_mask=torch.from_numpy(mask[part]).to(self.device),
                 ).logits
-                outputs.append(out.float().numpy())
-        return np.concatenate(outputs).astype(np.float32)
+                outputs.append(out.float().cpu().numpy())
+        return np.concatenate(outputs).astype(np.float32, copy=False)
 
 
 class OnnxTextTeacher(_TextTeacher):
@@ -253,16 +270,21 @@ class OnnxTextTeacher(_TextTeacher):
     format = "onnx-text"
     INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, placement: Placement | None = None) -> None:
         import onnxruntime as ort
 
-        super().__init__(path, "onnx")
+        from worker.engine.teachers.onnx import providers, ran_on, session_options
+
+        super().__init__(path, "onnx", placement)
         try:
             self.session = ort.InferenceSession(
-                str(self.folder / "model.onnx"), providers=["CPUExecutionProvider"]
+                str(self.folder / "model.onnx"),
+                session_options(self.placement),
+                providers=providers(self.placement),
             )
         except Exception as exc:
             raise TeacherRejected(f"onnxruntime cannot run model.onnx: {str(exc)[:300]}") from exc
+        self.device = ran_on(self.session)
         inputs = self.session.get_inputs()
         names = [i.name for i in inputs]
         if not names or any(n not in self.INPUTS for n in names) or "input_ids" not in names:
@@ -285,13 +307,13 @@ class OnnxTextTeacher(_TextTeacher):
         self.parameters = _onnx_parameters(self.folder / "model.onnx")
         self.input_shape = (2, min(TEXT_LENGTH, self.max_length))
 
-    def logits(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def logits(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         if len(x) == 0:
             return np.zeros((0, getattr(self, "num_classes", 2)), np.float32)
         ids, mask = self._rows(x, self.vocab)
-        outputs = []
-        for start in range(0, len(ids), batch_size):
-            part = slice(start, start + batch_size)
+        rows, outputs = batch_size or TEXT_BATCH_ROWS, []
+        for start in range(0, len(ids), rows):
+            part = slice(start, start + rows)
             feed = {
                 "input_ids": ids[part],
                 "attention_mask": mask[part],
@@ -314,5 +336,7 @@ def _onnx_parameters(path: Path) -> int:
     )
 
 
-def load_text_teacher(path: Path, layout: str) -> _TextTeacher:
-    return OnnxTextTeacher(path) if layout == "onnx" else TransformersTeacher(path)
+def load_text_teacher(path: Path, layout: str, placement: Placement | None = None) -> _TextTeacher:
+    if layout == "onnx":
+        return OnnxTextTeacher(path, placement)
+    return TransformersTeacher(path, placement)
