@@ -939,7 +939,7 @@ def main() -> None:
     parser.add_argument(
         "--tables",
         default="methods,crossdomain",
-        help="methods, crossdomain, transfer, defaults, int8",
+        help="methods, crossdomain, transfer, defaults, int8, text (bench/quality_text.py)",
     )
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -967,6 +967,10 @@ def main() -> None:
         if "crossdomain" in tables:
             cross_seeds = list(range(args.crossdomain_seeds))
             print(crossdomain_table(crossdomain_run(cross_seeds, Path(tmp))) + "\n", flush=True)
+    if "text" in tables:
+        from bench.quality_text import text_table
+
+        print(text_table(seeds) + "\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -140,6 +140,18 @@ class EnsembleMember(TypedDict):
     validation_accuracy: float | None
 
 
+class TeacherRuntimeReport(TypedDict):
+    """How the job's teacher labelled its rows in its confined process."""
+
+    device: str
+    threads: int
+    batch_rows: int
+    row_activation_bytes: int
+    memory_bytes: int
+    labelled_rows: int
+    rows_per_second: float | None
+
+
 class TeacherReport(TypedDict):
     id: str
     output_name: str
@@ -147,6 +159,7 @@ class TeacherReport(TypedDict):
     input_shape: list[int]
     num_classes: int
     ensemble: list[EnsembleMember] | None
+    runtime: TeacherRuntimeReport | None
 
 
 class SizedStudent(TypedDict):
@@ -164,6 +177,7 @@ class StudentReport(TypedDict):
     batch_norm: bool
     channels: list[int]
     embedding_dim: int
+    init_embeddings: Literal["teacher", "random"] | None
     max_length: int | None
     normalize: bool
     max_parameters: int | None
@@ -322,6 +336,18 @@ class SearchReport(TypedDict):
     chosen_scratch: int | None
 
 
+class EmbeddingsReport(TypedDict):
+    """Where a text student's embeddings started (spec student.init_embeddings)."""
+
+    source: Literal["teacher", "random"]
+    tensor: str | None
+    teacher_dim: int | None
+    student_dim: int
+    tokens: int
+    explained_variance: float | None
+    reason: str
+
+
 class TextReport(TypedDict):
     """A text job: how its texts became rows, and the student that reads them."""
 
@@ -333,6 +359,7 @@ class TextReport(TypedDict):
     input_names: list[str]
     class_names: list[str]
     reason: str | None
+    embeddings: EmbeddingsReport | None
 
 
 class JobMetrics(TypedDict):
@@ -396,6 +423,7 @@ class StudentConfig(TypedDict):
     batch_norm: bool
     channels: list[int]
     embedding_dim: int
+    init_embeddings: Literal["teacher", "random"] | None
     max_length: int | None
     normalize: bool
     max_parameters: int | None
@@ -460,6 +488,12 @@ class SearchConfig(TypedDict):
     budget: int
 
 
+class ResourcesConfig(TypedDict):
+    """What the job needs from the worker that runs it."""
+
+    gpu: bool
+
+
 class Job(TypedDict):
     id: str
     object: Literal["job"]
@@ -493,6 +527,7 @@ class Job(TypedDict):
     search: SearchConfig | Literal["auto"] | None
     quantize: bool
     baseline: bool
+    resources: ResourcesConfig
 
 
 class JobEvent(TypedDict):

@@ -260,6 +260,20 @@ class SearchReport(_Report):
     chosen_scratch: int | None
 
 
+class EmbeddingsReport(_Report):
+    """Where a text student's embeddings started (spec student.init_embeddings)."""
+
+    source: Literal["teacher", "random"]
+    tensor: str | None = Field(default=None, description="The teacher's table, by its name.")
+    teacher_dim: int | None = None
+    student_dim: int
+    tokens: int = Field(description="Rows taken from the teacher: the tokens the student keeps.")
+    explained_variance: float | None = Field(
+        default=None, description="Of those rows, by the principal components the student keeps."
+    )
+    reason: str
+
+
 class TextReport(_Report):
     """A text job: how its texts became rows, and the student that reads them."""
 
@@ -271,6 +285,7 @@ class TextReport(_Report):
     input_names: list[str] = Field(description="Of student.onnx (int64, [batch, sequence]).")
     class_names: list[str] = Field(description="The teacher's classes, in class-id order.")
     reason: str | None = Field(default=None, description="For the default student: why.")
+    embeddings: EmbeddingsReport | None = None
 
 
 class ValidationScores(_Report):

@@ -56,6 +56,13 @@ class StudentConfig(_Strict):
     batch_norm: bool = False
     channels: Channels = Field(default=[16, 32], description="Conv channels per block (cnn only).")
     embedding_dim: int = Field(default=64, ge=4, le=1024, description="Text students only.")
+    init_embeddings: Literal["teacher", "random"] | None = Field(
+        default=None,
+        description="Text students only: teacher starts the student's embeddings from the "
+        "teacher's word embeddings (the tokens it keeps, projected to embedding_dim by PCA); "
+        "random starts them afresh. null (the default): teacher for a text student. "
+        "metrics.text.embeddings says what was done.",
+    )
     max_length: int | None = Field(
         default=None,
         ge=4,

@@ -72,6 +72,12 @@ def check_text_job(spec: JobSpec, teacher: TeacherView) -> None:
             f"a {student.architecture} student reads text; teacher {teacher.id} reads tensors",
             field="student.architecture",
         )
+    if not text and student.init_embeddings == "teacher":
+        raise InvalidInput(
+            f"init_embeddings 'teacher' starts a text student from a text teacher's word "
+            f"embeddings; teacher {teacher.id} reads tensors: leave it 'random'",
+            field="student.init_embeddings",
+        )
     if isinstance(spec.transfer, TransferConfig):
         methods = set(spec.transfer.methods)
         wrong = methods - set(TEXT_SYNTHESIS) if text else methods & set(TEXT_SYNTHESIS)

@@ -61,6 +61,11 @@ def test_a_good_submission_passes(db: Session) -> None:
             "unknown_id",
         ),
         ({"assistants": {"channels": [[8]]}}, "assistants.channels", "invalid_input"),
+        (
+            {"student": {"init_embeddings": "teacher"}},
+            "student.init_embeddings",
+            "invalid_input",
+        ),
     ],
 )
 def test_refusals_name_the_field_and_the_code(

@@ -86,6 +86,17 @@ def test_csv_records_are_bounded_before_they_are_split(
     assert error.field == "file" and words in error.message, error.message
 
 
+def test_commas_inside_quoted_texts_are_not_cells(tmp_path: Path) -> None:
+    path = tmp_path / "reviews.csv"
+    texts = ["the soup, the bread, and the wine were good", 'it said "fine, fine", twice']
+    rows = "".join('"' + t.replace('"', '""') + '",food\n' for t in texts)
+    path.write_text("text,label\n" + rows + '"a line, and\nanother, line",film\n')
+    parsed = parse_dataset(path, path.name, tmp_path / "out")
+    assert parsed.rows == 3 and parsed.class_counts == {"food": 2, "film": 1}
+    path.write_text('text,label\n"one, two",food,extra,cells\n')
+    assert "row 2 has more cells" in _refused(path).message
+
+
 def test_csv_rows_stream_within_the_decoded_budget(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_bytes(b"a,b,label\n" + b"1,2,0\n" * 700_000)  # 5.6 MB as float32

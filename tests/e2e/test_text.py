@@ -88,6 +88,11 @@ def test_the_default_text_job_delivers_a_drop_in_student(
     assert metrics["modality"] == "text"
     text = metrics["text"]
     assert text["student_architecture"] == "bilstm" and "bilstm" in text["reason"]
+    assert "sized from the teacher" in text["reason"]
+    started = text["embeddings"]  # by default, from the teacher's safetensors
+    assert started["source"] == "teacher", started
+    assert started["tensor"] == "bert.embeddings.word_embeddings.weight"
+    assert started["tokens"] == text["student_vocab"] and started["teacher_dim"] == 64
     assert 0 < text["student_vocab"] < text["tokenizer_vocab"]
     assert 4 <= text["max_length"] <= 64
     choice = metrics["transfer_spec"]["choice"]
@@ -168,7 +173,7 @@ def test_an_onnx_text_teacher_in_optimums_layout(
     body = {
         "teacher_id": found["id"],
         "train_dataset_id": text_ids["train"]["id"],
-        "student": {"architecture": "bag"},
+        "student": {"architecture": "bag", "init_embeddings": "teacher"},
         "training": {"epochs": 3},
         "transfer": {"synthesize": "mask", "size": 500},
     }
@@ -180,6 +185,12 @@ def test_an_onnx_text_teacher_in_optimums_layout(
     )
     assert metrics["text"]["input_names"] == ["input_ids", "attention_mask"]
     assert metrics["transfer"]["sources"] == {"mask": 500}
+    # The student's embeddings started from the teacher's, read from model.onnx's initializer.
+    started = metrics["text"]["embeddings"]
+    assert started["source"] == "teacher" and "word_embeddings" in started["tensor"], started
+    assert started["teacher_dim"] == 64 and started["student_dim"] == 64
+    assert started["tokens"] == metrics["text"]["student_vocab"]
+    assert 0.0 < started["explained_variance"] <= 1.0
 
 
 def _refused(service: Service, path: Path, words: str) -> None:

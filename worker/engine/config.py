@@ -3,8 +3,11 @@ job's values come from its spec (app/jobs/spec.py, where every default is define
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from worker.engine.text.embeddings import StudentEmbeddings
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class StudentSpec:
     # Text students: the embedding width and the vocabulary (the plan sets it from the data).
     embedding_dim: int = 64
     vocabulary: TextVocabulary | None = None
+    # Text students: first rows of the embedding table, from the teacher's (None: random).
+    embeddings: StudentEmbeddings | None = field(default=None, compare=False, repr=False)
 
     @property
     def reads_text(self) -> bool:

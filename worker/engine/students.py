@@ -95,7 +95,7 @@ def build_student(
         if spec.vocabulary is None:
             raise ValueError("a text student needs its vocabulary")
         hidden = spec.hidden_sizes[0] if spec.hidden_sizes else 64
-        return TextStudent(
+        text = TextStudent(
             spec.architecture,
             spec.vocabulary.kept,
             spec.vocabulary.teacher_vocab,
@@ -104,6 +104,9 @@ def build_student(
             num_classes,
             spec.dropout,
         )
+        if spec.embeddings is not None:
+            text.start_embeddings(spec.embeddings.vectors)
+        return text
     else:
         raise ValueError(f"unknown student architecture {spec.architecture!r}")
     if standardization is None:

@@ -190,4 +190,5 @@ def text_report(plan: TrainingPlan) -> TextReport | None:
         + (["token_type_ids"] if text.token_types else []),
         class_names=text.class_names,
         reason=plan.student_note,
+        embeddings=plan.embeddings,
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from app.datasets.parsers import load_arrays
-from app.jobs.metrics import SizedStudent
+from app.jobs.metrics import EmbeddingsReport, SizedStudent
 from app.jobs.spec import (
     AUTO_WIDTHS,
     DEFAULT_COMPRESSION,
@@ -43,7 +43,7 @@ from worker.pipeline.defaults import ChosenTransfer, choose_transfer
 from worker.pipeline.errors import JobInputError
 from worker.pipeline.inputs import JobInputs
 from worker.pipeline.teacher import JobTeachers
-from worker.pipeline.text import TextSetup, text_loader, text_student
+from worker.pipeline.text import TextSetup, text_loader, text_student, with_embeddings
 
 
 def engine_student(student: StudentConfig) -> StudentSpec:
@@ -113,6 +113,7 @@ class TrainingPlan:
     text: TextSetup | None = None  # text jobs: the tokenizer and the rows' length
     sized: SizedStudent | None = None
     assistants: tuple[StudentSpec, ...] = ()
+    embeddings: EmbeddingsReport | None = None  # text jobs: where the student's started
 
 
 def _auto_widths(student: StudentSpec) -> StudentSpec:
@@ -230,9 +231,10 @@ def plan(run: JobRun, inputs: JobInputs, found: JobTeachers) -> TrainingPlan:
     max_rows = run.settings.auto_transfer_max_rows
     chosen = choose_transfer(spec, inputs.splits.train.x, max_rows, text=inputs.text is not None)
     splits = replace(inputs.splits, transfer=transfer_rows(run, inputs, found.mapping, chosen))
-    note = None
+    note, embeddings = None, None
     if inputs.text is not None:
-        student, note = text_student(spec, splits, inputs.text)
+        student, note = text_student(spec, splits, inputs.text, teacher)
+        student, embeddings = with_embeddings(spec, student, inputs.text)
         sized: SizedStudent | None = None
     else:
         student, sized = student_plan(spec, teacher)
@@ -246,4 +248,5 @@ def plan(run: JobRun, inputs: JobInputs, found: JobTeachers) -> TrainingPlan:
         text=inputs.text,
         sized=sized,
         assistants=assistant_plan(spec.assistants, student, teacher) if spec.assistants else (),
+        embeddings=embeddings,
     )

@@ -25,10 +25,12 @@ class BoundedLines:
         self.max_cells = max_cells
         self._chars = 0
         self._delimiters = 0
+        self._quoted = False  # inside a quoted cell at the end of the line read last
         self.record = 1  # the 1-based number of the record being read
 
     def next_record(self, max_cells: int | None = None) -> None:
         self._chars = self._delimiters = 0
+        self._quoted = False
         self.record += 1
         if max_cells is not None:
             self.max_cells = max_cells
@@ -47,9 +49,11 @@ class BoundedLines:
                 f"{self.max_chars:,} characters (DISTILLERY_MAX_CSV_LINE_BYTES); a row is one "
                 "line of numbers"
             )
-        # Every cell but the last ends in a delimiter; a quoted "," (never a number) may make
-        # a row look wider than it is, and that row is refused either way.
-        self._delimiters += line.count(",")
+        # Every cell but the last ends in a delimiter. A "," inside a quoted cell (a text's
+        # comma) is no delimiter: between the quotes of a line, every other part is quoted.
+        parts = line.split('"')
+        self._delimiters += sum(part.count(",") for part in parts[int(self._quoted) :: 2])
+        self._quoted ^= len(parts) % 2 == 0
         if self._delimiters >= self.max_cells:
             if self.record == 1:
                 raise RecordTooLarge(

@@ -171,7 +171,8 @@ def _scratch(
     validation: Validation,
     standardization: tuple[np.ndarray, np.ndarray] | None,
 ) -> _Scratch:
-    """The same student, rows, budget and seed; hard labels only, so no transfer rows."""
+    """The same student, rows, budget and seed; hard labels only, so no transfer rows, and
+    nothing from the teacher (a text student's embeddings start random)."""
     config, splits = inputs.config, inputs.splits
     if not config.baseline:
         return _Scratch([], None, "off")
@@ -182,7 +183,8 @@ def _scratch(
     inputs.callbacks.stage("baseline")
     labels = torch.as_tensor(splits.train.y, dtype=torch.long, device=rows.x.device)
     teacher = inputs.teacher
-    scratch = _new_student(config, teacher, standardization, rows.x.device)
+    alone = replace(config, student=replace(config.student, embeddings=None))
+    scratch = _new_student(alone, teacher, standardization, rows.x.device)
     history = fit(
         scratch, rows.labeled(labels), config, 1.0, validation, inputs.callbacks.on_baseline_epoch
     )

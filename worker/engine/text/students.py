@@ -83,6 +83,14 @@ class TextStudent(nn.Module):
             nn.Dropout(dropout), nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
         )
 
+    def start_embeddings(self, vectors: np.ndarray) -> None:
+        """Start from these rows (UNSEEN, then the kept tokens): the teacher's, projected."""
+        table = self.embedding.weight
+        if tuple(vectors.shape) != tuple(table.shape):
+            raise ValueError(f"embeddings {list(vectors.shape)} for a table {list(table.shape)}")
+        with torch.no_grad():
+            table.copy_(torch.as_tensor(vectors, dtype=table.dtype))
+
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         vocabulary = self.vocabulary
         ids = rows[:, 0].round().long().clamp(0, int(vocabulary.shape[0]) - 1)
