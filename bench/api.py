@@ -11,7 +11,7 @@ In one run, on one Postgres database:
 Closed loop: `wrk -t2 -c<connections>` for `--seconds` against each, on `GET /v1/jobs/{id}` and
 `GET /v1/jobs?limit=20`, each driven with the same load; prints requests/s and the ratio
 (target: at least 0.9x). Open loop: `--pollers` clients that each send one request a second
-(alternately the job and the list) while a job trains on the same machine; prints p50 / p99
+(alternately that training job and the list) while a job trains on the same machine; p50 / p99
 latency, each timed from when its request was due (a late answer delays the next), and
 errors (target: p99 at most 30 ms, no errors). The pollers are keep-alive connections on raw
 asyncio streams under uvloop, so the generator's own CPU weighs little on the shared cores.

@@ -22,13 +22,14 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, and_, literal_column, select
+from sqlalchemy import Select, Text, and_, cast, literal_column, select
 from sqlalchemy.orm import Session, defer
 
 from app.errors import NotFound
+from app.finite_json import finite_or_null
 from app.jobs.live import LIVE
 from app.jobs.schemas import JobPublic
-from app.jobs.service import job_public
+from app.jobs.service import job_public_fields
 from app.jobs.state import TERMINAL
 from app.models import Job
 from app.ownership import possible_id
@@ -70,11 +71,28 @@ RENDERED = RenderedJobs()
 
 def _versioned(session: Session, documents: bool = False) -> Select[Any]:
     """Jobs, each with its row version where the database has one; without their two
-    documents (spec, metrics) unless asked."""
+    documents (spec, metrics) unless asked, and then the metrics as the text stored."""
     postgres = session.get_bind().dialect.name == "postgresql"
     version: Any = literal_column("jobs.xmin::text" if postgres else "NULL")
+    if documents:
+        return select(Job, version, cast(Job.metrics, Text)).options(defer(Job.metrics))
     query: Select[Any] = select(Job, version)
-    return query if documents else query.options(defer(Job.spec), defer(Job.metrics))
+    return query.options(defer(Job.spec), defer(Job.metrics))
+
+
+def render(job: Job, metrics: str | None) -> bytes:
+    """JobPublic's JSON of a row whose metrics document is given as stored. A job that has
+    not ended carries its curves so far (JobProgress, written by its worker as strict JSON,
+    growing with every epoch): they are spliced in as stored, not parsed and validated again
+    at every change; an ended job's metrics are validated, once (it does not change again)."""
+    fields = job_public_fields(job)
+    if metrics is None or job.status in TERMINAL:
+        found = finite_or_null(json.loads(metrics)) if metrics is not None else None
+        return JobPublic.model_validate({**fields, "metrics": found}).model_dump_json().encode()
+    body = JobPublic.model_validate(fields).model_dump_json().encode()
+    # The first "metrics":null is the field's own: the fields before it are an id, words
+    # and numbers, and a quote inside a JSON string is escaped.
+    return body.replace(b'"metrics":null', b'"metrics":' + metrics.encode(), 1)
 
 
 def _version(job: Job, xmin: str | None) -> str | None:
@@ -98,8 +116,8 @@ def _rendered(session: Session, rows: Sequence[Any]) -> list[bytes]:
             .execution_options(populate_existing=True)
         )
         position = {job.id: i for i, (job, _) in enumerate(rows)}
-        for job, xmin in session.execute(fresh):
-            body = JobPublic.model_validate(job_public(job)).model_dump_json().encode()
+        for job, xmin, metrics in session.execute(fresh):
+            body = render(job, metrics)
             RENDERED.put(job.id, _version(job, xmin), body)
             found[position[job.id]] = body
     # A job deleted between the two statements is left out.

@@ -40,6 +40,11 @@ def job_spec(job: Job) -> JobSpec:
 
 def job_public(job: Job) -> dict[str, Any]:
     """The job as GET /v1/jobs/{id} shows it (validated against JobPublic on the way out)."""
+    return {**job_public_fields(job), "metrics": finite_or_null(job.metrics)}
+
+
+def job_public_fields(job: Job) -> dict[str, Any]:
+    """job_public but its metrics: all of it but the one document that grows as it trains."""
     spec = job_spec(job)
     teachers = spec.teachers
     return {
@@ -48,7 +53,7 @@ def job_public(job: Job) -> dict[str, Any]:
         "stage": job.stage,
         "epoch": job.epoch,
         "epochs": spec.training.epochs,
-        "metrics": finite_or_null(job.metrics),
+        "metrics": None,
         "error": (
             {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None
         ),

@@ -5,6 +5,7 @@ once."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from sqlalchemy import create_engine, pool, text
 
 from app.jobs.live import APPLICATION_NAME, Listener, LiveJobs
+from app.models import Job
 from tests.support import PostgresDatabase, Service, TeacherFiles
 from tests.support.db import PG_ADMIN
 
@@ -93,6 +95,25 @@ def test_the_trigger_announces_what_answers_show(
         _execute(url, "DELETE FROM jobs WHERE id = 'job_live'")
 
 
+def test_the_trigger_covers_every_column_but_the_heartbeat(
+    migrated_database: PostgresDatabase,
+) -> None:
+    """UPDATE OF <columns>: a column added to jobs without being added to the trigger would
+    change answers that no notification drops."""
+    engine = create_engine(migrated_database.url, poolclass=pool.NullPool)
+    with engine.connect() as conn:
+        covered = set(
+            conn.execute(
+                text(
+                    "SELECT event_object_column FROM information_schema.triggered_update_columns"
+                    " WHERE trigger_name = 'jobs_changed'"
+                )
+            ).scalars()
+        )
+    engine.dispose()
+    assert covered == {c.name for c in Job.__table__.columns} - {"heartbeat_at"}
+
+
 def test_a_lost_connection_keeps_nothing_until_it_is_back(
     migrated_database: PostgresDatabase, listening: tuple[LiveJobs, Listener]
 ) -> None:
@@ -148,3 +169,27 @@ def _answers(service: Service) -> dict[str, float]:
             source = line.split('source="')[1].split('"')[0]
             found[source] = float(line.rsplit(" ", 1)[1])
     return found
+
+
+def test_a_running_jobs_curves_are_answered_as_stored() -> None:
+    """A running job's metrics (its curves so far) are spliced in as the worker stored them;
+    the answer is still a valid JobPublic, equal to the validated rendering."""
+    from datetime import UTC, datetime
+
+    from app.jobs.metrics import JobProgress
+    from app.jobs.public_view import render
+    from app.jobs.schemas import JobPublic
+    from app.jobs.spec import JobCreate
+
+    spec = JobCreate.model_validate({"teacher_id": "tch_a", "train_dataset_id": "ds_a"}).to_spec()
+    epoch = {"epoch": 1, "loss": 0.5, "hard_loss": 0.4, "soft_loss": 0.3,
+             "validation_accuracy": None, "seconds": 0.1}
+    progress = {"latest": epoch, "latest_scratch": None, "history": [epoch], "history_scratch": []}
+    # As the worker writes it: JobProgress dumped whole.
+    stored = json.dumps(JobProgress.model_validate(progress).model_dump(mode="json"))
+    job = Job(id="job_a", tenant_id="t", status="running", stage="training", epoch=1,
+              spec=spec.model_dump(mode="json"), created_at=datetime.now(UTC),
+              cancel_requested=False, attempts=1, lease_token=1)
+    spliced = json.loads(render(job, stored))
+    assert spliced["metrics"] == json.loads(stored) and spliced["stage"] == "training"
+    assert JobPublic.model_validate(spliced).model_dump(mode="json") == spliced

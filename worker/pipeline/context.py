@@ -3,6 +3,7 @@ the typed spec, a scratch folder, and the job's live progress."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ from app.settings import Settings
 from worker.engine.logit_cache import DiskLogitCache
 from worker.engine.training import EpochRecord
 from worker.lease import JobCancelled, Lease
+
+# How often a training job's row takes its progress (curves, epoch): pollers poll about once
+# a second; every epoch is an event regardless.
+PROGRESS_SECONDS = 0.5
 
 
 @dataclass
@@ -45,6 +50,7 @@ class JobRun:
     workdir: Path
     progress: Progress = field(default_factory=Progress)
     cache: DiskLogitCache = field(init=False)
+    _reported_at: float = field(default=-float("inf"), init=False)
 
     def __post_init__(self) -> None:
         self.cache = DiskLogitCache(self.settings.resolved_cache_dir / "teacher_outputs")
@@ -86,14 +92,27 @@ class JobRun:
         self._report(record, "scratch", f"scratch epoch {record.epoch}")
 
     def _report(self, record: EpochRecord, phase: str, message: str, **values: Any) -> None:
+        # Every epoch is an event; the job's row (its curves so far, which every poll reads
+        # and which grow with the epochs) is rewritten at most every PROGRESS_SECONDS, and at
+        # a run's first and last epochs. Small fast epochs would otherwise rewrite it, and
+        # wake every API process's cache, tens of times a second.
+        now = time.monotonic()
+        due = (
+            now - self._reported_at >= PROGRESS_SECONDS
+            or record.epoch in (1, self.spec.training.epochs)
+        )
+
         def write(session: Session) -> None:
-            metrics = self.progress.view().model_dump(mode="json")
-            session.execute(
-                update(Job).where(Job.id == self.job_id).values(metrics=metrics, **values)
-            )
+            if due:
+                metrics = self.progress.view().model_dump(mode="json")
+                session.execute(
+                    update(Job).where(Job.id == self.job_id).values(metrics=metrics, **values)
+                )
             record_event(
                 session, self.job_id, "metrics", message, {"phase": phase, **asdict(record)}
             )
 
-        # One transaction per epoch: the job's progress and its event land together.
+        # One transaction per epoch: the job's progress (when due) and its event land together.
         self.lease.write(write, "reporting an epoch")
+        if due:
+            self._reported_at = now
