@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from distillery import class_names, score_texts
 from tests.support import Service
 from tests.support.text import (
     CLASS_NAMES,
@@ -158,6 +159,14 @@ def test_the_default_text_job_delivers_a_drop_in_student(
     assert [r["text"] for r in rows] == task.texts[:5]
     assert all(r["name"] in CLASS_NAMES and abs(sum(r["probabilities"]) - 1) < 1e-4 for r in rows)
     assert [r["label"] for r in rows] == logits[:5].argmax(1).tolist()
+    # The same from Python.
+    names = class_names(tmp_path / "metrics.json")
+    found = score_texts(
+        tmp_path / "student.onnx", tmp_path / "tokenizer.json", task.texts[:5], names=names
+    )
+    assert [(s.text, s.label, s.name) for s in found] == [
+        (r["text"], r["label"], r["name"]) for r in rows
+    ]
 
 
 def test_an_onnx_text_teacher_in_optimums_layout(
