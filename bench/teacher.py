@@ -1,7 +1,7 @@
 """The teacher labels at the speed of its runtime (issue 15): a transfer set labelled through
 the job's confined teacher process against the same model run directly in this process.
 
-    .venv/bin/python bench/teacher.py [--rows 50000] [--passes 5] [--teachers cnn,mlp,bert]
+    .venv/bin/python bench/teacher.py [--rows 50000] [--passes 6] [--teachers cnn,mlp,bert]
                                       [--devices cpu] [--threads 0]
 
 For each teacher, in one run: the job's path (worker/sandbox.py SandboxedTeacher: a confined
@@ -10,9 +10,12 @@ DISTILLERY_TEACHER_MEMORY_BYTES and the threads a production job gets), labellin
 rows as a job labels its transfer set; and the same model in this process, in batches of the
 size the confined teacher chose: the ONNX file in an onnxruntime session with its default
 options, the BERT in plain PyTorch (inference mode). The two take turns pass by pass after a
-warm-up pass; prints the rows/s of each (median over passes) and the ratio (the median of the
-passes' ratios, so that drift in a shared machine's speed cancels) against the target 0.9x,
-and the fastest pass of each against the other's (other work only ever slows a pass down).
+warm-up pass (which goes first alternates, so an even number of passes weighs both orders
+alike; each pass is followed by a pause in which the runtime's spinning threads go to sleep,
+else they slow whichever path runs next); prints the rows/s of each (median over passes)
+and the ratio (the median of the passes' ratios, so that drift in a shared machine's speed
+cancels) against the target 0.9x, and the fastest pass of each against the other's (other
+work only ever slows a pass down).
 
 Teachers, none downloaded: `cnn`, a digits CNN of 281,674 parameters (ONNX); `mlp`, a digits
 MLP 64-512-512-10 of 300,554 parameters (ONNX, little compute a row: the pipes weigh most);
@@ -49,6 +52,7 @@ from worker.engine.teacher_runtime import Device  # noqa: E402
 from worker.sandbox import SandboxedTeacher, SandboxLimits  # noqa: E402
 
 TARGET = 0.9
+PAUSE_SECONDS = 0.5
 TEXT_LENGTH = 32
 Label = Callable[[np.ndarray, int], np.ndarray]
 
@@ -211,7 +215,11 @@ class Figures:
 def _timed(label: Callable[[], np.ndarray]) -> float:
     started = time.perf_counter()
     label()
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    # A runtime's worker threads spin a while after their last batch before they sleep;
+    # without a pause they take cores from whichever path runs next (an order effect).
+    time.sleep(PAUSE_SECONDS)
+    return elapsed
 
 
 def measure(teacher: BenchTeacher, limits: SandboxLimits, passes: int) -> Figures:
@@ -270,7 +278,7 @@ def show(rows: int, figures: list[Figures]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=50_000)
-    parser.add_argument("--passes", type=int, default=5)
+    parser.add_argument("--passes", type=int, default=6)
     parser.add_argument("--teachers", default="cnn,mlp,bert")
     parser.add_argument("--devices", default="cpu")
     parser.add_argument(

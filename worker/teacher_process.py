@@ -31,7 +31,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,8 +61,13 @@ class ProtocolError(Exception):
 
 def _read_exact(fd: int, size: int, deadline: float | None) -> bytearray:
     buffer = bytearray(size)
-    view = memoryview(buffer)
-    done = 0
+    _read_into(fd, memoryview(buffer), deadline)
+    return buffer
+
+
+def _read_into(fd: int, view: memoryview, deadline: float | None = None) -> None:
+    """Fill `view` from fd (EOFError if the other side closes first)."""
+    size, done = len(view), 0
     while done < size:
         if deadline is not None:
             remaining = deadline - time.monotonic()
@@ -72,7 +77,6 @@ def _read_exact(fd: int, size: int, deadline: float | None) -> bytearray:
         if got == 0:
             raise EOFError("the other side closed the pipe")
         done += got
-    return buffer
 
 
 def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -109,12 +113,10 @@ def write_message(fd: int, header: dict[str, Any], arrays: Sequence[np.ndarray] 
             _write_all(fd, array.data)
 
 
-def _array(payload: bytearray) -> np.ndarray:
-    """The array a .npy payload holds, over the payload's own memory; ProtocolError for
-    anything but a plain array whose values fill the payload exactly."""
+def _npy_layout(head: io.BytesIO) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
+    """Shape, Fortran order and dtype of a .npy header; ProtocolError for anything else."""
     import numpy as np
 
-    head = io.BytesIO(memoryview(payload)[:MAX_NPY_HEADER_BYTES])
     try:
         readers = {
             (1, 0): np.lib.format.read_array_header_1_0,
@@ -128,6 +130,16 @@ def _array(payload: bytearray) -> np.ndarray:
         raise ProtocolError(f"an array that is not a plain .npy: {exc}") from exc
     if dtype.hasobject:
         raise ProtocolError("an array that is not a plain .npy (object values need a pickle)")
+    return tuple(shape), bool(fortran), dtype
+
+
+def _array(payload: bytearray) -> np.ndarray:
+    """The array a .npy payload holds, over the payload's own memory; ProtocolError for
+    anything but a plain array whose values fill the payload exactly."""
+    import numpy as np
+
+    head = io.BytesIO(memoryview(payload)[:MAX_NPY_HEADER_BYTES])
+    shape, fortran, dtype = _npy_layout(head)
     count = math.prod(shape)
     if head.tell() + count * dtype.itemsize != len(payload):
         raise ProtocolError("an array whose values do not fill its payload")
@@ -139,6 +151,12 @@ def read_message(
     fd: int, max_bytes: int, deadline: float | None = None
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
     """One message; arrays over max_bytes (or object arrays) are refused before allocation."""
+    header = read_header(fd, deadline)
+    return header, [read_array(fd, max_bytes, deadline) for _ in range(header["arrays"])]
+
+
+def read_header(fd: int, deadline: float | None = None) -> dict[str, Any]:
+    """A message's JSON header, which announces how many arrays follow it."""
     (size,) = struct.unpack(">I", _read_exact(fd, 4, deadline))
     if size > MAX_HEADER_BYTES:
         raise ProtocolError(f"a header of {size} bytes")
@@ -149,13 +167,75 @@ def read_message(
     count = header.get("arrays") if isinstance(header, dict) else None
     if not isinstance(count, int) or not 0 <= count <= 16:
         raise ProtocolError("a header without a valid array count")
-    arrays = []
-    for _ in range(count):
-        (length,) = struct.unpack(">Q", _read_exact(fd, 8, deadline))
-        if length > max_bytes:
-            raise ProtocolError(f"an array of {length} bytes (limit {max_bytes})")
-        arrays.append(_array(_read_exact(fd, length, deadline)))
-    return header, arrays
+    return dict(header)
+
+
+def _array_length(fd: int, max_bytes: int, deadline: float | None) -> int:
+    (length,) = struct.unpack(">Q", _read_exact(fd, 8, deadline))
+    if length > max_bytes:
+        raise ProtocolError(f"an array of {length} bytes (limit {max_bytes})")
+    return int(length)
+
+
+def read_array(fd: int, max_bytes: int, deadline: float | None = None) -> np.ndarray:
+    return _array(_read_exact(fd, _array_length(fd, max_bytes, deadline), deadline))
+
+
+class RowReader:
+    """One request's rows, read batch by batch as they arrive, so that the model runs on a
+    batch while the parent is still writing the next ones (the pipe's copy and the model's
+    work overlap). The values land in a buffer kept across requests (no fresh memory to
+    fault in each time): each batch is valid until the next request is read."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def batches(self, fd: int, max_bytes: int, batch_rows: int) -> Iterator[np.ndarray]:
+        """The next array's rows in batches of `batch_rows`; every byte of it is read, even
+        when the caller stops early (the next request starts right after it)."""
+        import numpy as np
+
+        length = _array_length(fd, max_bytes, None)
+        preamble = _read_exact(fd, min(length, 8), None)
+        if len(preamble) < 8 or preamble[6] not in (1, 2):
+            raise ProtocolError("an array that is not a plain .npy: no .npy preamble")
+        width = 2 if preamble[6] == 1 else 4
+        size_bytes = _read_exact(fd, width, None)
+        head = bytes(preamble + size_bytes + _read_exact(fd, _npy_header_size(size_bytes), None))
+        shape, fortran, dtype = _npy_layout(io.BytesIO(head))
+        values = length - len(head)
+        if values != math.prod(shape) * dtype.itemsize or values < 0:
+            raise ProtocolError("an array whose values do not fill its payload")
+        if len(self._buffer) < values:
+            self._buffer = bytearray(values)
+        array = np.frombuffer(self._buffer, dtype=dtype, count=math.prod(shape))
+        array = array.reshape(shape, order="F" if fortran else "C")
+        if fortran or not shape:
+            _read_into(fd, memoryview(self._buffer)[:values])
+            yield array
+            return
+        yield from self._rows(fd, array, max(1, batch_rows), values // max(1, shape[0]))
+
+    def _rows(
+        self, fd: int, array: np.ndarray, batch_rows: int, row_bytes: int
+    ) -> Iterator[np.ndarray]:
+        view, start = memoryview(self._buffer), 0
+        try:
+            while start < len(array):
+                end = min(len(array), start + batch_rows)
+                _read_into(fd, view[start * row_bytes : end * row_bytes])
+                begun, start = start, end
+                yield array[begun:end]
+        finally:  # the caller stopped early: skip what is left of the request
+            if start < len(array):
+                _read_into(fd, view[start * row_bytes : len(array) * row_bytes])
+
+
+def _npy_header_size(size_bytes: bytearray) -> int:
+    size = int.from_bytes(size_bytes, "little")
+    if size > MAX_NPY_HEADER_BYTES:
+        raise ProtocolError(f"a .npy header of {size} bytes")
+    return size
 
 
 def error_reply(exc: BaseException) -> dict[str, Any]:
@@ -278,18 +358,57 @@ def serve(
         write_message(write_fd, error_reply(exc))
         return 0
     write_message(write_fd, {"ok": True, "meta": meta, "sandbox": sandbox})
+    rows = RowReader()
     while True:
         try:
-            header, arrays = read_message(read_fd, max_bytes)
+            header = read_header(read_fd)
+            if header.get("op") == "close":
+                return 0
+            if kind == "teacher" and header.get("op") == "logits" and header["arrays"] == 1:
+                size = _stream_batch(model, int(header["batch_size"]))
+                reply, outputs = _logits(model, size, rows.batches(read_fd, max_bytes, size))
+            else:
+                arrays = [read_array(read_fd, max_bytes) for _ in range(header["arrays"])]
+                reply, outputs = _answered(answer, model, header, arrays)
         except EOFError:
             return 0
-        if header.get("op") == "close":
-            return 0
-        try:
-            reply, outputs = answer(model, header, arrays)
-        except Exception as exc:  # MemoryError included: the job hears why, we stay up
-            reply, outputs = error_reply(exc), []
         write_message(write_fd, reply, outputs)
+
+
+def _answered(answer: Any, model: Any, header: dict[str, Any], arrays: list[np.ndarray]) -> Any:
+    try:
+        return answer(model, header, arrays)
+    except Exception as exc:  # MemoryError included: the job hears why, we stay up
+        return error_reply(exc), []
+
+
+def _stream_batch(teacher: Any, batch_rows: int) -> int:
+    """The rows the model runs on at a time: the request's batch, in whole fixed batches
+    where the model has one (as its own chunking would cut them)."""
+    fixed = int(getattr(teacher, "fixed_batch", None) or 0)
+    if fixed and batch_rows % fixed:
+        return max(fixed, batch_rows - batch_rows % fixed)
+    return max(1, batch_rows)
+
+
+def _logits(teacher: Any, batch_rows: int, batches: Iterator[np.ndarray]) -> Any:
+    """The teacher's logits for a request, batch by batch as its rows arrive. After a failure
+    the rest of the request is still read (and not run), then the failure is the reply."""
+    import numpy as np
+
+    outputs: list[np.ndarray] = []
+    failure: Exception | None = None
+    for part in batches:
+        if failure is None:
+            try:
+                outputs.append(teacher.logits(part, batch_rows))
+            except Exception as exc:  # MemoryError included, as for any request
+                failure = exc
+    if failure is not None:
+        return error_reply(failure), []
+    if not outputs:
+        return {"ok": True}, [np.zeros((0, int(teacher.num_classes)), np.float32)]
+    return {"ok": True}, [np.concatenate(outputs) if len(outputs) > 1 else outputs[0]]
 
 
 def main(argv: list[str]) -> int:

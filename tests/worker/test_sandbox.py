@@ -124,6 +124,21 @@ def test_pt2_through_the_sandbox_equals_in_process(pt2_file: Path) -> None:
     assert not _alive(pid)
 
 
+def test_a_fixed_batch_teacher_streams_in_whole_batches(tmp_path: Path) -> None:
+    """The child runs a request batch by batch as its rows arrive; a program exported for
+    batches of 4 gets whole padded batches of 4 there, as in process."""
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5)).eval()
+    path = tmp_path / "fixed.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(4, 3, 4),)), path)
+    local = load_teacher(path)
+    x = np.random.default_rng(3).standard_normal((1_003, 3, 4)).astype(np.float32)
+    with SandboxedTeacher(path, LIMITS) as sandboxed:
+        assert sandboxed.fixed_batch == 4
+        for batch in (None, 10, 1):
+            assert np.array_equal(sandboxed.logits(x, batch), local.logits(x, batch)), batch
+
+
 def test_a_file_that_is_no_teacher_is_rejected_as_before(tmp_path: Path) -> None:
     path = tmp_path / "garbage.onnx"
     path.write_bytes(os.urandom(3000))

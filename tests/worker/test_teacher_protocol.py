@@ -12,7 +12,14 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from worker.teacher_process import ProtocolError, grow_pipe, read_message, write_message
+from worker.teacher_process import (
+    ProtocolError,
+    RowReader,
+    grow_pipe,
+    read_header,
+    read_message,
+    write_message,
+)
 
 
 @pytest.fixture
@@ -83,3 +90,48 @@ def test_an_array_over_the_limit_is_refused_before_it_is_read(pipe: tuple[int, i
     os.write(pipe[1], struct.pack(">I", len(text)) + text + struct.pack(">Q", 1 << 40))
     with pytest.raises(ProtocolError, match="limit"):
         read_message(pipe[0], 1 << 30)
+
+
+def test_rows_are_read_batch_by_batch_and_the_next_request_follows(
+    pipe: tuple[int, int],
+) -> None:
+    """The child's streamed read (worker/teacher_process.py RowReader): a request's rows come
+    out in batches as they arrive, into a buffer kept across requests; a reader that stops
+    early still consumes the whole request, so the next one is read from its first byte."""
+    read_fd, write_fd = pipe
+    rng = np.random.default_rng(1)
+    first = rng.standard_normal((20_000, 1, 8, 8)).astype(np.float32)  # 5 MB: many pipefuls
+    second = rng.standard_normal((3_000, 2, 32)).astype(np.float32)
+    third = np.arange(6, dtype=np.float32).reshape(3, 2)
+
+    def send() -> None:
+        for array in (first, second, third):
+            write_message(write_fd, {"op": "logits", "batch_size": 7}, [array])
+
+    writer = threading.Thread(target=send)
+    writer.start()
+    reader = RowReader()
+    assert read_header(read_fd) == {"op": "logits", "batch_size": 7, "arrays": 1}
+    parts = [part.copy() for part in reader.batches(read_fd, 1 << 30, 1024)]
+    assert [len(part) for part in parts] == [1024] * 19 + [544]
+    assert np.array_equal(np.concatenate(parts), first)
+    read_header(read_fd)
+    batches = reader.batches(read_fd, 1 << 30, 100)
+    assert np.array_equal(next(batches), second[:100])
+    batches.close()  # stopped after one batch: the other 2,900 rows are still read
+    header, (got,) = read_message(read_fd, 1 << 30)
+    writer.join()
+    assert header["op"] == "logits" and np.array_equal(got, third)
+
+
+def test_a_streamed_request_over_the_limit_is_refused_before_it_is_read(
+    pipe: tuple[int, int],
+) -> None:
+    os.write(pipe[1], struct.pack(">Q", 1 << 40))
+    with pytest.raises(ProtocolError, match="limit"):
+        next(RowReader().batches(pipe[0], 1 << 30, 64))
+    out = io.BytesIO()
+    np.save(out, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    os.write(pipe[1], struct.pack(">Q", len(out.getvalue())) + out.getvalue())
+    with pytest.raises(ProtocolError, match="pickle"):
+        next(RowReader().batches(pipe[0], 1 << 30, 64))

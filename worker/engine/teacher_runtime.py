@@ -151,7 +151,9 @@ def torch_device(placement: Placement) -> str:
     Sets torch's threads to the placement's."""
     import torch
 
-    if placement.threads > 0:
+    # Only when it changes anything: the confined child's OMP_NUM_THREADS already gave torch
+    # the placement's threads (an A/B hinted that setting them again slows torch a little).
+    if placement.threads > 0 and torch.get_num_threads() != placement.threads:
         torch.set_num_threads(placement.threads)
     if placement.device != "cuda" or not torch.cuda.is_available():
         return "cpu"
