@@ -2,7 +2,7 @@
 the job's confined teacher process against the same model run directly in this process.
 
     .venv/bin/python bench/teacher.py [--rows 50000] [--passes 6] [--teachers cnn,mlp,bert]
-                                      [--devices cpu] [--threads 0]
+                                      [--devices cpu] [--threads 0] [--baseline-heap default]
 
 For each teacher, in one run: the job's path (worker/sandbox.py SandboxedTeacher: a confined
 child process, worker/teacher_process.py and worker/confinement.py, with the memory limit
@@ -21,7 +21,11 @@ Teachers, none downloaded: `cnn`, a digits CNN of 281,674 parameters (ONNX); `ml
 MLP 64-512-512-10 of 300,554 parameters (ONNX, little compute a row: the pipes weigh most);
 `bert`, a BERT for sequence classification built from a config (2 layers, hidden 64, 32
 tokens a row) with a WordPiece tokenizer trained here, zipped as `save_pretrained` writes it.
-`--devices cpu,cuda` also runs each on the GPU (bench/gpu_check.sh). Asserts nothing."""
+`--devices cpu,cuda` also runs each on the GPU (bench/gpu_check.sh). Asserts nothing.
+
+The confined process keeps its batches' memory between batches (worker/heap.py); this process
+runs with glibc's defaults, as a user's own script would. `--baseline-heap kept` gives this
+process the same allocator settings: the like-for-like figure, what confinement itself costs."""
 
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ from tests.support.data import digits  # noqa: E402
 from tests.support.teachers import save_onnx  # noqa: E402
 from tests.support.text import text_task, train_tokenizer, zip_folder  # noqa: E402
 from worker.engine.teacher_runtime import Device  # noqa: E402
+from worker.heap import keep_batch_memory  # noqa: E402
 from worker.sandbox import SandboxedTeacher, SandboxLimits  # noqa: E402
 
 TARGET = 0.9
@@ -257,8 +262,12 @@ def measure(teacher: BenchTeacher, limits: SandboxLimits, passes: int) -> Figure
     )
 
 
-def show(rows: int, figures: list[Figures]) -> None:
-    print(f"\nLabelling {rows:,} rows: the job's confined teacher against its runtime in-process")
+def show(rows: int, figures: list[Figures], baseline_heap: str) -> None:
+    heap = "glibc's default heap" if baseline_heap == "default" else "its heap kept as the job's"
+    print(
+        f"\nLabelling {rows:,} rows: the job's confined teacher against its runtime in-process "
+        f"({heap})"
+    )
     print(
         "| teacher | device | threads | batch | confined rows/s | in-process rows/s "
         "| ratio (median of passes) | best against best |"
@@ -284,9 +293,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=0, help="the teacher's threads (0: a production job's)"
     )
+    parser.add_argument(
+        "--baseline-heap",
+        choices=["default", "kept"],
+        default="default",
+        help="kept: the in-process run keeps its batches' memory as the confined one does",
+    )
     args = parser.parse_args(argv)
     # As a production worker runs one job at a time (worker_concurrency 1): the job's threads.
     settings = Settings(broker_url="redis://bench")
+    if args.baseline_heap == "kept":
+        keep_batch_memory(settings.teacher_memory_bytes)
     threads = args.threads or settings.resolved_job_threads
     figures = []
     with tempfile.TemporaryDirectory(prefix="bench-teacher-") as folder:
@@ -305,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                     device="cuda" if device == "cuda" else "cpu",
                 )
                 figures.append(measure(teacher, limits, args.passes))
-    show(args.rows, figures)
+    show(args.rows, figures, args.baseline_heap)
     return 0
 
 

@@ -40,11 +40,14 @@ from worker.confinement import ConfinementFailed, confine, memory_limit
 from worker.engine.errors import is_memory_error, memory_summary
 from worker.engine.teacher_runtime import (
     LIVE_TENSORS,
+    REQUEST_BYTES,
     Device,
     Placement,
     TeacherRuntime,
+    free_bytes,
     plan_runtime,
 )
+from worker.heap import keep_batch_memory
 
 if TYPE_CHECKING:
     import numpy as np
@@ -340,7 +343,10 @@ def _load(path: Path, kind: str, placement: Placement) -> tuple[Any, dict[str, A
     from worker.engine.teachers import load_teacher
 
     teacher = load_teacher(path, placement)
-    return teacher, _metadata(teacher, placement), _answer
+    meta = _metadata(teacher, placement)
+    # Batch after batch reuses the same activations' memory: keep it mapped (worker/heap.py).
+    keep_batch_memory(free_bytes(placement.memory_bytes, int(teacher.parameters), REQUEST_BYTES))
+    return teacher, meta, _answer
 
 
 def serve(
