@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.support.teachers import export_pt2
 from tests.worker.hostile import hungry_onnx, mapping_onnx, mlp_onnx, spinning_onnx
 from worker.engine.crossdomain import MappedTeacher, MappingRejected, OnnxFunction, OnnxMapping
 from worker.engine.teachers import TeacherRejected, load_teacher
@@ -364,20 +365,14 @@ def test_the_child_keeps_its_batches_memory_between_batches(tmp_path: Path) -> N
     Kept, most passes take none (one now and then takes a few thousand, as the heap's layout
     shifts with the order the request's reads and the batches allocate in)."""
     torch.manual_seed(0)
+    wide = [torch.nn.Linear(12, 2048), torch.nn.ReLU(), torch.nn.Linear(2048, 2048)]
     model = torch.nn.Sequential(
-        torch.nn.Flatten(),
-        torch.nn.Linear(12, 2048),
-        torch.nn.ReLU(),
-        torch.nn.Linear(2048, 2048),
-        torch.nn.ReLU(),
-        torch.nn.Linear(2048, 5),
-    ).eval()
-    batch = torch.export.Dim("batch")
-    program = torch.export.export(model, (torch.randn(3, 3, 4),), dynamic_shapes=({0: batch},))
-    torch.export.save(program, tmp_path / "wide.pt2")
+        torch.nn.Flatten(), *wide, torch.nn.ReLU(), torch.nn.Linear(2048, 5)
+    )
+    path = export_pt2(model, torch.randn(3, 3, 4), tmp_path / "wide.pt2")
     x = np.random.default_rng(0).random((8192, 3, 4), dtype=np.float32)
     limits = SandboxLimits(memory_bytes=2 * GIB, cpu_seconds=60, threads=1)
-    with SandboxedTeacher(tmp_path / "wide.pt2", limits) as teacher:
+    with SandboxedTeacher(path, limits) as teacher:
         assert teacher.runtime.batch_rows == 1024
         for _ in range(2):  # the heap grows to what a pass needs
             teacher.logits(x)
