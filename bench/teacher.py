@@ -262,7 +262,7 @@ def measure(teacher: BenchTeacher, limits: SandboxLimits, passes: int) -> Figure
     )
 
 
-def show(rows: int, figures: list[Figures], baseline_heap: str) -> None:
+def show(rows: int, figures: list[Figures], baseline_heap: str = "default") -> None:
     heap = "glibc's default heap" if baseline_heap == "default" else "its heap kept as the job's"
     print(
         f"\nLabelling {rows:,} rows: the job's confined teacher against its runtime in-process "
