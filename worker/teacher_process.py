@@ -343,10 +343,9 @@ def _load(path: Path, kind: str, placement: Placement) -> tuple[Any, dict[str, A
     from worker.engine.teachers import load_teacher
 
     teacher = load_teacher(path, placement)
-    meta = _metadata(teacher, placement)
     # Batch after batch reuses the same activations' memory: keep it mapped (worker/heap.py).
     keep_batch_memory(free_bytes(placement.memory_bytes, int(teacher.parameters), REQUEST_BYTES))
-    return teacher, meta, _answer
+    return teacher, _metadata(teacher, placement), _answer
 
 
 def serve(
